@@ -1,0 +1,553 @@
+"""One package version: loading, validating and pre-rendering it.
+
+:func:`load_package` follows the reference's load pipeline step by step and
+returns an immutable :class:`Package` holding everything the HTTP layer and
+the filters need: the values the filters compare, the ``/search`` entry as
+data (its policy templates can be trimmed by the category filter) and the
+``/package/{n}/{v}/`` document already encoded, split around ``deprecated``
+because that block can be inherited from another version (§1.4).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import semver
+
+from eprd import gojson, yamlfile
+from eprd.categories import CATEGORIES
+from eprd.datastream import (
+    DataStreamError,
+    data_stream_dirs,
+    data_stream_summary,
+    load_data_stream,
+    stream_doc,
+)
+from eprd.ingestion import ingestion_method
+from eprd.listing import Listing
+from eprd.manifest import (
+    OMIT_NULL,
+    ManifestError,
+    deployment_modes_doc,
+    deprecated_doc,
+    flag,
+    go_path_join,
+    go_quote,
+    images_doc,
+    name_list_doc,
+    obj,
+    objects,
+    optional_text,
+    put,
+    required,
+    text,
+    texts,
+    variables_doc,
+)
+from eprd.sources import PackageFileError, PackageFiles, open_package, signature_path
+from eprd.versions import Constraint, VersionError, is_prerelease, parse_strict, sort_key
+
+log = logging.getLogger("eprd.package")
+
+VALID_RELEASES = ("experimental", "beta", "ga")
+AGENTLESS_RELEASES = ("beta", "ga")
+
+
+class PackageError(ValueError):
+    """A package version that cannot be served; ``reason`` says why."""
+
+    def __init__(self, location: str, reason: str) -> None:
+        super().__init__(f"{location}: {reason}")
+        self.location = location
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOptions:
+    validate: bool = True
+    require_signature: bool = False
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Package:
+    """An immutable, fully loaded package version."""
+
+    name: str
+    version: str
+    key: tuple[Any, ...]  # semver precedence
+    prerelease: bool
+    major: int
+    release: str
+    type: str
+    categories: tuple[str, ...]
+    # Categories of each policy template; None for a template without a categories key.
+    template_categories: tuple[tuple[str, ...] | None, ...]
+    kibana: Constraint | None
+    agent: Constraint | None
+    capabilities: tuple[str, ...] | None
+    discovery_fields: tuple[str, ...]
+    discovery_datasets: tuple[str, ...]
+    spec: tuple[Any, ...] | None  # sort key of format_version's major.minor.0
+    deprecated: dict[str, Any] | None  # this version's own block
+    entry: dict[str, Any]  # the /search entry, with a "deprecated" placeholder
+    doc_head: bytes  # the document's members before "deprecated", encoded
+    doc_tail: bytes  # ... and after it
+    files: PackageFiles = field(repr=False)
+    location: str
+    signature: str | None  # filesystem path of the detached signature
+
+
+def load_package(location: str, options: LoadOptions) -> Package:
+    """Load the package at ``location`` (a version folder or a zip); raises PackageError."""
+    try:
+        files = open_package(location)
+        listing = Listing(files.entries())
+        return _Loader(files, listing, options).load()
+    except PackageError:
+        raise
+    except (PackageFileError, ManifestError, DataStreamError, yamlfile.YAMLError, VersionError) as err:
+        raise PackageError(location, str(err)) from None
+    except OSError as err:
+        raise PackageError(location, f"{err.strerror or err}: {err.filename or ''}".rstrip(": ")) from None
+
+
+class _Loader:
+    def __init__(self, files: PackageFiles, listing: Listing, options: LoadOptions) -> None:
+        self.files = files
+        self.listing = listing
+        self.options = options
+
+    def load(self) -> Package:
+        if not self.listing.is_file("manifest.yml"):
+            raise ManifestError("manifest.yml not found in package")
+        raw = obj(yamlfile.load_config(self.files.read("manifest.yml")), "") or {}
+        name = text(raw.get("name"), "name")
+        version = text(raw.get("version"), "version")
+        title = optional_text(raw.get("title"), "title")
+        description = text(raw.get("description"), "description")
+        release = text(raw.get("release"), "release")
+        format_version = text(raw.get("format_version"), "format_version")
+        if self.options.validate:
+            self._validate_manifest(raw, name, version, title, description, format_version)
+
+        url = go_path_join("/package", name, version)
+        templates = [
+            self._policy_template(t, f"policy_templates.{i}", url, name, version, raw)
+            for i, t in enumerate(objects(raw.get("policy_templates"), "policy_templates"))
+        ]
+        pkg_type = text(raw.get("type"), "type") or "integration"
+        conditions = self._conditions(raw.get("conditions"))
+        license_ = text(raw.get("license"), "license") or (
+            (conditions or {}).get("elastic", {}).get("subscription") or "basic"
+        )
+
+        try:
+            parsed = parse_strict(version)
+        except VersionError as err:
+            raise ManifestError(f"invalid package version: {err}") from None
+        kibana = self._constraint(conditions, "kibana", "Kibana")
+        agent = self._constraint(conditions, "agent", "Agent")
+        spec = None
+        if format_version:
+            try:
+                spec_version = parse_strict(format_version)
+            except VersionError as err:
+                raise ManifestError(f"invalid format spec version '{format_version}': {err}") from None
+            spec = sort_key(semver.Version(spec_version.major, spec_version.minor, 0))
+
+        icons = images_doc(raw.get("icons"), "icons", url)
+        screenshots = images_doc(raw.get("screenshots"), "screenshots", url)
+        release = release or _default_release(parsed)
+        if release not in VALID_RELEASES:
+            raise ManifestError(f"invalid release: {go_quote(release)}")
+        if not self.listing.is_file("docs/README.md"):
+            if self.listing.is_dir("docs/README.md"):
+                raise ManifestError("README.md is a directory")
+            raise ManifestError("no readme file found, README.md is required: docs/README.md does not exist")
+        assets = self._assets(url, name)
+        package_info = {"name": name, "release": release}
+        data_streams = [
+            load_data_stream(self.files, self.listing, folder, package_info, self.options.validate)
+            for folder in data_stream_dirs(self.listing)
+        ]
+        signature = signature_path(self.files.location)
+        if signature is None and self.options.require_signature:
+            raise ManifestError(f"package {name}-{version} is missing a required signature file")
+        categories = self._known_categories(texts(raw.get("categories"), "categories"), name, version)
+
+        download = go_path_join("/epr", name, f"{name}-{version}.zip")
+        elastic = (conditions or {}).get("elastic") or {}
+        discovery = self._discovery(raw.get("discovery"))
+        base = self._base_fields(raw, name, title, version, release, description, pkg_type, download, url, icons)
+        after = self._shared_fields(raw, conditions, categories, download if signature else "", discovery)
+        deprecated = deprecated_doc(raw.get("deprecated"), "deprecated")
+
+        entry = dict(base)
+        put(entry, "policy_templates", [_template_summary(t) for t in templates])
+        entry.update(after)
+        put(entry, "data_streams", [data_stream_summary(d) for d in data_streams])
+        entry["deprecated"] = None  # placeholder: the effective block is decided per snapshot
+        put(entry, "requires", self._requires(raw.get("requires")), OMIT_NULL)
+        put(entry, "group", text(raw.get("group"), "group"))
+
+        head = dict(base)
+        head.update(after)
+        tail: dict[str, Any] = {}
+        put(tail, "requires", entry.get("requires"), OMIT_NULL)
+        put(tail, "group", entry.get("group"))
+        tail["format_version"] = format_version
+        put(tail, "readme", go_path_join(url, "docs", "README.md"), OMIT_NULL)
+        put(tail, "license", license_)
+        put(tail, "screenshots", screenshots)
+        put(tail, "assets", assets)
+        put(tail, "policy_templates", templates)
+        put(tail, "data_streams", data_streams)
+        put(tail, "vars", variables_doc(raw.get("vars"), "vars"))
+        put(tail, "elasticsearch", self._package_elasticsearch(raw.get("elasticsearch")), OMIT_NULL)
+        put(tail, "agent", self._package_agent(raw.get("agent")), OMIT_NULL)
+
+        return Package(
+            name=name,
+            version=version,
+            key=sort_key(parsed),
+            prerelease=is_prerelease(parsed),
+            major=parsed.major,
+            release=release,
+            type=pkg_type,
+            categories=tuple(categories),
+            template_categories=tuple(
+                tuple(t["categories"]) if "categories" in t else None for t in templates
+            ),
+            kibana=kibana,
+            agent=agent,
+            capabilities=tuple(elastic["capabilities"]) if elastic.get("capabilities") else None,
+            discovery_fields=tuple(f["name"] for f in (discovery or {}).get("fields", [])),
+            discovery_datasets=tuple(d["name"] for d in (discovery or {}).get("datasets", [])),
+            spec=spec,
+            deprecated=deprecated,
+            entry=entry,
+            doc_head=encode_members(head),
+            doc_tail=encode_members(tail),
+            files=self.files,
+            location=self.files.location,
+            signature=signature,
+        )
+
+    # --- validation ---------------------------------------------------------------------------
+
+    def _validate_manifest(
+        self,
+        raw: dict[str, Any],
+        name: str,
+        version: str,
+        title: str | None,
+        description: str,
+        format_version: str,
+    ) -> None:
+        if not format_version:
+            raise ManifestError("no format_version set")
+        try:
+            parse_strict(format_version)
+        except VersionError as err:
+            raise ManifestError(f"invalid package version: {format_version}, {err}") from None
+        parsed = parse_strict(version)
+        if not title:
+            raise ManifestError(f"no title set for package: {name}")
+        if not description:
+            raise ManifestError("no description set")
+        for kind in ("icons", "screenshots"):
+            for image in objects(raw.get(kind), kind):
+                src = text(image.get("src"), f"{kind}.src")
+                rel = go_path_join("/", src).lstrip("/")
+                if not self.listing.is_file(rel) and not self.listing.is_dir(rel):
+                    raise ManifestError(f"{kind} file does not exist in package: {src}")
+        folder = self.files.location.rstrip("/").rsplit("/", 1)[-1]
+        if self.files.kind == "dir":
+            try:
+                in_path = parse_strict(folder)
+            except VersionError:
+                in_path = None
+            if in_path is not None and in_path.compare(parsed) != 0:
+                raise ManifestError(
+                    "version in manifest file is not consistent with path: inconsistent versions "
+                    f"(path: {in_path}, manifest: {parsed})"
+                )
+
+    def _known_categories(self, categories: list[str], name: str, version: str) -> list[str]:
+        known = []
+        for category in categories:
+            if category in CATEGORIES:
+                known.append(category)
+            else:
+                log.warning(
+                    "package uses an unknown category, will be ignored",
+                    extra={"package": name, "version": version, "category": category},
+                )
+        return known
+
+    # --- manifest sections ----------------------------------------------------------------------
+
+    def _base_fields(
+        self,
+        raw: dict[str, Any],
+        name: str,
+        title: str | None,
+        version: str,
+        release: str,
+        description: str,
+        pkg_type: str,
+        download: str,
+        url: str,
+        icons: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        """Members 1-11, shared by the /search entry and the package document."""
+        doc: dict[str, Any] = {"name": name}
+        put(doc, "title", title, OMIT_NULL)
+        doc["version"] = version
+        put(doc, "release", release)
+        source = obj(raw.get("source"), "source")
+        if source is not None:
+            doc["source"] = {}
+            put(doc["source"], "license", text(source.get("license"), "source.license"))
+        doc["description"] = description
+        doc["type"] = pkg_type
+        doc["download"] = download
+        doc["path"] = url
+        put(doc, "icons", icons)
+        put(doc, "policy_templates_behavior", text(raw.get("policy_templates_behavior"), "policy_templates_behavior"))
+        return doc
+
+    def _shared_fields(
+        self,
+        raw: dict[str, Any],
+        conditions: dict[str, Any] | None,
+        categories: list[str],
+        signature_url: str,
+        discovery: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """``conditions`` to ``discovery``: the same in both shapes, only their neighbours differ."""
+        doc: dict[str, Any] = {}
+        put(doc, "conditions", conditions, OMIT_NULL)
+        owner = obj(raw.get("owner"), "owner")
+        if owner is not None:
+            doc["owner"] = {}
+            for key in ("type", "github"):
+                put(doc["owner"], key, text(owner.get(key), f"owner.{key}"))
+        put(doc, "categories", categories)
+        put(doc, "signature_path", signature_url + ".sig" if signature_url else "")
+        put(doc, "discovery", discovery or None, OMIT_NULL)
+        return doc
+
+    def _conditions(self, value: Any) -> dict[str, Any] | None:
+        raw = obj(value, "conditions")
+        if raw is None:
+            return None
+        doc: dict[str, Any] = {}
+        kibana = obj(raw.get("kibana"), "conditions.kibana")
+        if kibana is not None:
+            doc["kibana"] = {"version": text(kibana.get("version"), "conditions.kibana.version")}
+        elastic = obj(raw.get("elastic"), "conditions.elastic")
+        if elastic is not None:
+            doc["elastic"] = {"subscription": text(elastic.get("subscription"), "conditions.elastic.subscription")}
+            capabilities = texts(elastic.get("capabilities"), "conditions.elastic.capabilities")
+            put(doc["elastic"], "capabilities", capabilities)
+        agent = obj(raw.get("agent"), "conditions.agent")
+        if agent is not None:
+            doc["agent"] = {"version": text(agent.get("version"), "conditions.agent.version")}
+        return doc
+
+    def _constraint(self, conditions: dict[str, Any] | None, key: str, label: str) -> Constraint | None:
+        section = (conditions or {}).get(key)
+        if section is None:
+            return None
+        try:
+            return Constraint.parse(section["version"])
+        except VersionError as err:
+            raise ManifestError(f"invalid {label} versions range {section['version']}: {err}") from None
+
+    def _discovery(self, value: Any) -> dict[str, Any] | None:
+        raw = obj(value, "discovery")
+        if raw is None:
+            return None
+        doc: dict[str, Any] = {}
+        put(doc, "fields", name_list_doc(raw.get("fields"), "discovery.fields"))
+        put(doc, "datasets", name_list_doc(raw.get("datasets"), "discovery.datasets"))
+        return doc
+
+    def _requires(self, value: Any) -> dict[str, Any] | None:
+        raw = obj(value, "requires")
+        if raw is None:
+            return None
+        doc: dict[str, Any] = {}
+        for kind in ("input", "content"):
+            deps = [
+                {
+                    "package": required(dep.get("package"), f"requires.{kind}.{i}.package"),
+                    "version": required(dep.get("version"), f"requires.{kind}.{i}.version"),
+                }
+                for i, dep in enumerate(objects(raw.get(kind), f"requires.{kind}"))
+            ]
+            put(doc, kind, deps)
+        return doc
+
+    def _package_elasticsearch(self, value: Any) -> dict[str, Any] | None:
+        raw = obj(value, "elasticsearch")
+        if raw is None:
+            return None
+        doc: dict[str, Any] = {}
+        privileges = obj(raw.get("privileges"), "elasticsearch.privileges")
+        if privileges is not None:
+            doc["privileges"] = {}
+            put(doc["privileges"], "cluster", texts(privileges.get("cluster"), "elasticsearch.privileges.cluster"))
+        return doc
+
+    def _package_agent(self, value: Any) -> dict[str, Any] | None:
+        raw = obj(value, "agent")
+        if raw is None:
+            return None
+        doc: dict[str, Any] = {}
+        privileges = obj(raw.get("privileges"), "agent.privileges")
+        if privileges is not None:
+            doc["privileges"] = {}
+            put(doc["privileges"], "root", flag(privileges.get("root"), "agent.privileges.root"))
+        return doc
+
+    def _policy_template(
+        self, raw: dict[str, Any], where: str, url: str, name: str, version: str, manifest: dict[str, Any]
+    ) -> dict[str, Any]:
+        template_name = required(raw.get("name"), f"{where}.name")
+        doc: dict[str, Any] = {
+            "name": template_name,
+            "title": required(raw.get("title"), f"{where}.title"),
+            "description": required(raw.get("description"), f"{where}.description"),
+        }
+        put(doc, "data_streams", texts(raw.get("data_streams"), f"{where}.data_streams"))
+        inputs = [self._input(i, f"{where}.inputs.{n}", doc) for n, i in enumerate(objects(raw.get("inputs"), f"{where}.inputs"))]
+        put(doc, "inputs", inputs)
+        multiple = flag(raw.get("multiple"), f"{where}.multiple")
+        doc["multiple"] = True if multiple is None else multiple
+        put(doc, "icons", images_doc(raw.get("icons"), f"{where}.icons", url))
+        if raw.get("categories") is not None:
+            doc["categories"] = texts(raw.get("categories"), f"{where}.categories")
+            if not doc["categories"]:
+                del doc["categories"]
+        put(doc, "screenshots", images_doc(raw.get("screenshots"), f"{where}.screenshots", url))
+        readme = f"docs/{template_name}.md"
+        if self.listing.is_dir(readme):
+            raise ManifestError(f"{template_name}.md is a directory")
+        if self.listing.is_file(readme):
+            doc["readme"] = go_path_join(url, readme)
+        modes = deployment_modes_doc(raw.get("deployment_modes"), f"{where}.deployment_modes")
+        agentless_release = ((modes or {}).get("agentless") or {}).get("release", "")
+        if agentless_release and agentless_release not in AGENTLESS_RELEASES:
+            raise ManifestError(
+                f"policy template {go_quote(template_name)}: invalid agentless release: {go_quote(agentless_release)}"
+            )
+        put(doc, "deployment_modes", modes, OMIT_NULL)
+        put(doc, "type", text(raw.get("type"), f"{where}.type"))
+        input_type = text(raw.get("input"), f"{where}.input")
+        put(doc, "input", input_type)
+        method = text(raw.get("ingestion_method"), f"{where}.ingestion_method")
+        pkg_type = text(manifest.get("type"), "type") or "integration"
+        if pkg_type == "input" and input_type:
+            method = ingestion_method(input_type)
+        put(doc, "ingestion_method", method)
+        put(doc, "template_path", text(raw.get("template_path"), f"{where}.template_path"))
+        put(doc, "deprecated", deprecated_doc(raw.get("deprecated"), f"{where}.deprecated"), OMIT_NULL)
+        return doc
+
+    def _input(self, raw: dict[str, Any], where: str, template: dict[str, Any]) -> dict[str, Any]:
+        doc: dict[str, Any] = {}
+        put(doc, "type", text(raw.get("type"), f"{where}.type"))
+        put(doc, "package", text(raw.get("package"), f"{where}.package"))
+        put(doc, "vars", variables_doc(raw.get("vars"), f"{where}.vars"))
+        put(doc, "title", text(raw.get("title"), f"{where}.title"))
+        put(doc, "description", text(raw.get("description"), f"{where}.description"))
+        streams = [stream_doc(s, f"{where}.streams.{i}") for i, s in enumerate(objects(raw.get("streams"), f"{where}.streams"))]
+        put(doc, "streams", streams)
+        put(doc, "template_path", text(raw.get("template_path"), f"{where}.template_path"))
+        put(doc, "input_group", text(raw.get("input_group"), f"{where}.input_group"))
+        put(doc, "deployment_modes", texts(raw.get("deployment_modes"), f"{where}.deployment_modes"))
+        put(doc, "deprecated", deprecated_doc(raw.get("deprecated"), f"{where}.deprecated"), OMIT_NULL)
+        if self.options.validate and bool(doc.get("type")) == bool(doc.get("package")):
+            but = ", but not both" if doc.get("type") else ""
+            raise ManifestError(
+                f"input {doc.get('title', '')} in policy template {template['name']} must have a type or package{but}"
+            )
+        return doc
+
+    # --- assets -------------------------------------------------------------------------------
+
+    def _assets(self, url: str, name: str) -> list[str]:
+        assets = []
+        for group in _depth_groups(self.listing):
+            for entry in group:
+                if ".DS_Store" in entry.path:
+                    continue
+                if entry.is_dir:
+                    if "-" in entry.path.rsplit("/", 1)[-1]:
+                        raise ManifestError(f"directory name inside package {name} contains -: {entry.path}")
+                    continue
+                assets.append(f"{url}/{entry.path}")
+        return assets
+
+
+def _depth_groups(listing: Listing) -> list[list[Any]]:
+    """Entries by depth, stopping at the first depth with no entry (as the reference's globbing does)."""
+    groups = listing.by_depth()
+    out = []
+    for group in groups:
+        if not group:
+            break
+        out.append(group)
+    return out
+
+
+def _default_release(version: semver.Version) -> str:
+    if version.prerelease or version.major == 0:
+        return "beta"
+    return "ga"
+
+
+def _template_summary(template: dict[str, Any]) -> dict[str, Any]:
+    """The projection of a policy template that /search shows."""
+    doc = {key: template[key] for key in ("name", "title", "description")}
+    for key in ("icons", "categories", "deployment_modes", "data_streams", "deprecated"):
+        if key in template:
+            doc[key] = template[key]
+    return doc
+
+
+def encode_members(members: dict[str, Any]) -> bytes:
+    """Encode the members of a top-level object, indented, without braces."""
+    if not members:
+        return b""
+    body = gojson.encode(members)
+    return body[2:-2]  # strip "{\n" and "\n}"
+
+
+def render_document(package: Package, deprecated: dict[str, Any] | None) -> bytes:
+    """The /package/{n}/{v}/ body for ``package`` with the effective ``deprecated`` block."""
+    parts = [package.doc_head]
+    if deprecated is not None:
+        parts.append(encode_members({"deprecated": deprecated}))
+    if package.doc_tail:
+        parts.append(package.doc_tail)
+    return b"{\n" + b",\n".join(p for p in parts if p) + b"\n}\n"
+
+
+def render_entry(package: Package, deprecated: dict[str, Any] | None, templates: list[Any] | None = None) -> bytes:
+    """The /search entry for ``package``, optionally with trimmed policy templates."""
+    entry = dict(package.entry)
+    if deprecated is None:
+        del entry["deprecated"]
+    else:
+        entry["deprecated"] = deprecated
+    if templates is not None:
+        if templates:
+            entry["policy_templates"] = templates
+        else:
+            entry.pop("policy_templates", None)
+    return gojson.encode(entry)

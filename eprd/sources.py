@@ -1,0 +1,304 @@
+"""Where packages come from: scanning ``package_paths`` and reading package files.
+
+A package is either a directory ``<path>/<any>/<version>/`` or a zip archive
+``<name>-<version>.zip`` whose first top-level folder holding ``manifest.yml``
+is the package root. Both are read through :class:`PackageFiles`, which never
+hands out a byte from outside the package: entries are listed once, names with
+``..`` or absolute paths and symlinks leaving the package make it invalid, and
+request-time lookups re-check the resolved path.
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+import os
+import stat
+import struct
+import threading
+import zipfile
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from eprd.versions import is_strict
+
+log = logging.getLogger("eprd.sources")
+
+
+class PackageFileError(ValueError):
+    """A package whose files cannot be served safely or read at all."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One file or folder of a package, relative to the package root."""
+
+    path: str
+    is_dir: bool
+    size: int = 0
+    mtime_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    size: int
+    mtime: float  # seconds since the epoch; 0 when unknown
+
+
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """What one scan of the package paths found, in the reference's discovery order."""
+
+    zips: tuple[str, ...]
+    dirs: tuple[str, ...]
+
+
+def scan(package_paths: list[str]) -> Candidates:
+    """Find zip and directory package candidates under every package path."""
+    zips: list[str] = []
+    dirs: list[str] = []
+    for root in package_paths:
+        if not os.path.isdir(root):
+            log.debug("package path does not exist, skipped", extra={"path": root})
+            continue
+        _scan_dir(root, 1, zips, dirs)
+    return Candidates(tuple(zips), tuple(dirs))
+
+
+def _scan_dir(folder: str, depth: int, zips: list[str], dirs: list[str]) -> None:
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as err:
+        log.warning("cannot list folder", extra={"path": folder, "error.message": str(err)})
+        return
+    for name in names:
+        full = os.path.join(folder, name)
+        is_dir = os.path.isdir(full)
+        if not is_dir:
+            if name.endswith(".zip") and os.path.isfile(full):
+                zips.append(full)
+            elif depth == 2:
+                log.warning("ignoring unexpected file", extra={"path": full})
+            continue
+        if depth == 2 and is_strict(name):
+            dirs.append(full)  # a version folder: its contents are the package, not more packages
+            continue
+        if depth == 2:
+            log.warning("ignoring unexpected directory", extra={"path": full})
+        _scan_dir(full, depth + 1, zips, dirs)
+
+
+def signature_path(location: str) -> str | None:
+    """The detached signature beside a package (``<dir>.sig`` or ``<zip>.sig``), if any."""
+    candidate = location.rstrip("/") + ".sig"
+    return candidate if os.path.isfile(candidate) else None
+
+
+class PackageFiles:
+    """Read access to the files of one package."""
+
+    kind: str
+    location: str
+
+    def entries(self) -> list[Entry]:
+        """Every file and folder, directories first-walk sorted (dirs) or in archive order (zips)."""
+        raise NotImplementedError
+
+    def read(self, path: str) -> bytes:
+        """The content of a file; FileNotFoundError if there is none."""
+        raise NotImplementedError
+
+    def info(self, path: str) -> FileInfo | None:
+        """Size and modification time of a file, None if it is not a file of the package."""
+        raise NotImplementedError
+
+
+def _safe_relative(path: str) -> str | None:
+    """Normalise a request path relative to a package root; None if it could leave it."""
+    if not path or "\x00" in path or "\\" in path or path.startswith("/"):
+        return None
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return None
+    return path
+
+
+class DirFiles(PackageFiles):
+    """A package stored as a folder."""
+
+    kind = "dir"
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self.root = os.path.realpath(location)
+
+    def entries(self) -> list[Entry]:
+        out: list[Entry] = []
+        self._walk("", out)
+        return out
+
+    def _walk(self, prefix: str, out: list[Entry]) -> None:
+        folder = os.path.join(self.root, prefix) if prefix else self.root
+        with os.scandir(folder) as it:
+            items = sorted(it, key=lambda e: e.name)
+        for item in items:
+            rel = f"{prefix}{item.name}"
+            st = item.stat(follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                st = self._check_link(rel)
+            if stat.S_ISDIR(st.st_mode):
+                out.append(Entry(rel, True, 0, st.st_mtime_ns))
+                self._walk(rel + "/", out)
+            elif stat.S_ISREG(st.st_mode):
+                out.append(Entry(rel, False, st.st_size, st.st_mtime_ns))
+
+    def _check_link(self, rel: str) -> os.stat_result:
+        target = os.path.realpath(os.path.join(self.root, rel))
+        if not _inside(target, self.root):
+            raise PackageFileError(f"symlink {rel} points outside the package")
+        try:
+            st = os.stat(target)
+        except OSError as err:
+            raise PackageFileError(f"broken symlink {rel}") from err
+        if stat.S_ISDIR(st.st_mode):
+            raise PackageFileError(f"symlinked folder {rel} is not supported")
+        return st
+
+    def resolve(self, path: str) -> str | None:
+        """The real path of a package file, or None if it is missing or outside the package."""
+        rel = _safe_relative(path)
+        if rel is None:
+            return None
+        real = os.path.realpath(os.path.join(self.root, rel))
+        if not _inside(real, self.root) or not os.path.isfile(real):
+            return None
+        return real
+
+    def read(self, path: str) -> bytes:
+        real = self.resolve(path)
+        if real is None:
+            raise FileNotFoundError(path)
+        with open(real, "rb") as fh:
+            return fh.read()
+
+    def info(self, path: str) -> FileInfo | None:
+        real = self.resolve(path)
+        if real is None:
+            return None
+        st = os.stat(real)
+        return FileInfo(st.st_size, st.st_mtime)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+class ZipFiles(PackageFiles):
+    """A package stored as a zip archive, read in place (never unpacked to disk)."""
+
+    kind = "zip"
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        with _open_zip(location) as archive:
+            infos = archive.infolist()
+        self.prefix = _zip_root(infos, location)
+        self._entries: list[Entry] = []
+        # name -> (size, mtime); kept because zip listings are small and this avoids
+        # re-reading the central directory for every static-file request.
+        self._files: dict[str, FileInfo] = {}
+        for info in infos:
+            name = info.filename
+            if not name.startswith(self.prefix):
+                continue
+            rel = name[len(self.prefix) :]
+            is_dir = rel.endswith("/")
+            rel = rel.rstrip("/")
+            if not rel:
+                continue
+            if _safe_relative(rel) is None:
+                raise PackageFileError(f"unsafe entry name in zip archive: {name!r}")
+            mtime = _zip_mtime(info)
+            self._entries.append(Entry(rel, is_dir, info.file_size, int(mtime * 1e9)))
+            if not is_dir:
+                self._files[rel] = FileInfo(info.file_size, mtime)
+
+    def entries(self) -> list[Entry]:
+        return list(self._entries)
+
+    def info(self, path: str) -> FileInfo | None:
+        return self._files.get(path)
+
+    def read(self, path: str) -> bytes:
+        if path not in self._files:
+            raise FileNotFoundError(path)
+        return _ZIP_CACHE.read(self.location, self.prefix + path)
+
+
+def _open_zip(location: str) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(location)
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise PackageFileError(f"invalid zip file: {err}") from err
+
+
+def _zip_root(infos: list[zipfile.ZipInfo], location: str) -> str:
+    names = {info.filename for info in infos}
+    for info in infos:
+        top = info.filename.split("/", 1)[0]
+        if "/" in info.filename and f"{top}/manifest.yml" in names:
+            return f"{top}/"
+    raise PackageFileError(f"failed to determine root directory in package (path: {location})")
+
+
+def _zip_mtime(info: zipfile.ZipInfo) -> float:
+    """Modification time as Go's archive/zip reads it: extended timestamp, else DOS time as UTC."""
+    extra = info.extra
+    while len(extra) >= 4:
+        tag, size = struct.unpack("<HH", extra[:4])
+        body = extra[4 : 4 + size]
+        if tag == 0x5455 and size >= 5 and body[0] & 1:
+            return float(struct.unpack("<i", body[1:5])[0])
+        extra = extra[4 + size :]
+    try:
+        return float(calendar.timegm((*info.date_time, 0, 0, 0)))
+    except (OverflowError, ValueError):
+        return 0.0
+
+
+class _ZipCache:
+    """A few open archives, so static files inside zips don't re-parse the central directory."""
+
+    def __init__(self, size: int = 32) -> None:
+        self._size = size
+        self._open: OrderedDict[tuple[str, int, int], zipfile.ZipFile] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def read(self, location: str, name: str) -> bytes:
+        st = os.stat(location)
+        key = (location, st.st_mtime_ns, st.st_size)
+        with self._lock:
+            archive = self._open.get(key)
+            if archive is None:
+                archive = _open_zip(location)
+                self._open[key] = archive
+                while len(self._open) > self._size:
+                    self._open.popitem(last=False)[1].close()
+            else:
+                self._open.move_to_end(key)
+            try:
+                return archive.read(name)
+            except KeyError as err:
+                raise FileNotFoundError(name) from err
+
+
+_ZIP_CACHE = _ZipCache()
+
+
+def open_package(location: str) -> PackageFiles:
+    """File access for a package candidate found by :func:`scan`."""
+    if os.path.isdir(location):
+        return DirFiles(location)
+    return ZipFiles(location)
+
+
