@@ -50,8 +50,8 @@ _BUILTIN = {
 _PYTHON_TYPES = mimetypes.MimeTypes(filenames=())
 
 
-def content_type(name: str, head: bytes | None = None) -> str:
-    """The Content-Type the reference sends for a file called ``name`` starting with ``head``."""
+def content_type_by_name(name: str) -> str | None:
+    """The Content-Type for a file name's extension, None when the extension says nothing."""
     ext = os.path.splitext(name)[1].lower()
     if ext in _OVERRIDES:
         return _OVERRIDES[ext]
@@ -60,7 +60,12 @@ def content_type(name: str, head: bytes | None = None) -> str:
     guessed = _PYTHON_TYPES.types_map[True].get(ext)
     if guessed:
         return f"{guessed}; charset=utf-8" if guessed.startswith("text/") else guessed
-    return sniff(head or b"")
+    return None
+
+
+def content_type(name: str, head: bytes = b"") -> str:
+    """The Content-Type the reference sends for a file called ``name`` starting with ``head``."""
+    return content_type_by_name(name) or sniff(head)
 
 
 def sniff(head: bytes) -> str:
@@ -245,6 +250,3 @@ def _partial(body: bytes, ranges: list[tuple[int, int]], out: CIMultiDict[str], 
     out[hdrs.CONTENT_TYPE] = f"multipart/byteranges; boundary={boundary}"
     return web.Response(status=206, body=b"".join(parts), headers=out)
 
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)

@@ -10,7 +10,9 @@ because that block can be inherited from another version (§1.4).
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +98,7 @@ class Package:
     doc_tail: bytes  # ... and after it
     files: PackageFiles = field(repr=False)
     location: str
+    content_key: str  # changes whenever any file of the package changes
     signature: str | None  # filesystem path of the detached signature
 
 
@@ -232,6 +235,7 @@ class _Loader:
             doc_tail=encode_members(tail),
             files=self.files,
             location=self.files.location,
+            content_key=content_key(self.files, self.listing),
             signature=signature,
         )
 
@@ -492,6 +496,18 @@ class _Loader:
                     continue
                 assets.append(f"{url}/{entry.path}")
         return assets
+
+
+def content_key(files: PackageFiles, listing: Listing) -> str:
+    """A digest of every entry's name, size and modification time (and of the zip itself)."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{files.kind}\0{files.location}\0".encode())
+    if files.kind == "zip":
+        st = os.stat(files.location)
+        digest.update(f"{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    for entry in listing.entries:
+        digest.update(f"{entry.path}\0{entry.is_dir:d}\0{entry.size}\0{entry.mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def _depth_groups(listing: Listing) -> list[list[Any]]:

@@ -1,0 +1,3 @@
+from eprd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,129 @@
+"""Download archives of packages, built once per package content and kept on disk.
+
+Directory packages are zipped (and every package tarred) on first request into
+a content-addressed cache folder: the file name is the package's content key,
+so an archive built for old content is never served for new content. The HTTP
+layer then sends the file with sendfile, Content-Length and Range support.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import tarfile
+import tempfile
+import time
+import zipfile
+
+from eprd.package import Package
+from eprd.sources import PackageFiles, ZipFiles
+
+log = logging.getLogger("eprd.archives")
+
+ZIP = "zip"
+TAR_GZ = "tar.gz"
+
+
+def top_folder(package: Package) -> str:
+    """The folder all archive entries live in: the zip's own root, else ``<name>-<version>``."""
+    if isinstance(package.files, ZipFiles):
+        return package.files.prefix.rstrip("/")
+    return f"{package.name}-{package.version}"
+
+
+def _dos_time(mtime_ns: int) -> tuple[int, int, int, int, int, int]:
+    # Zip timestamps cannot go before 1980; clamp rather than fail the download.
+    stamp = time.gmtime(max(mtime_ns / 1e9, 315532800))
+    return stamp[:6]
+
+
+def write_zip(files: PackageFiles, top: str, out: io.BufferedIOBase) -> None:
+    """Zip a package folder as the reference does: depth-first, folders as entries, deflated."""
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for entry in files.entries():
+            info = zipfile.ZipInfo(f"{top}/{entry.path}" + ("/" if entry.is_dir else ""), _dos_time(entry.mtime_ns))
+            if entry.is_dir:
+                info.external_attr = (0o40755 << 16) | 0x10
+                archive.writestr(info, b"")
+                continue
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o100644 << 16
+            archive.writestr(info, files.read(entry.path))
+
+
+def write_tar_gz(files: PackageFiles, top: str, out: io.BufferedIOBase) -> None:
+    """The same folder and files as the zip, as a gzip'd tar."""
+    with tarfile.open(fileobj=out, mode="w:gz", format=tarfile.PAX_FORMAT) as archive:
+        for entry in files.entries():
+            info = tarfile.TarInfo(f"{top}/{entry.path}")
+            info.mtime = entry.mtime_ns // 1_000_000_000
+            if entry.is_dir:
+                info.type = tarfile.DIRTYPE
+                info.mode = 0o755
+                archive.addfile(info)
+                continue
+            body = files.read(entry.path)
+            info.size = len(body)
+            info.mode = 0o644
+            archive.addfile(info, io.BytesIO(body))
+
+
+class ArchiveStore:
+    """Builds archives into ``folder`` on demand, one build per content key at a time."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        os.makedirs(folder, exist_ok=True)
+        self._building: dict[str, asyncio.Future[str]] = {}
+
+    def path_for(self, package: Package, fmt: str) -> str:
+        return os.path.join(self.folder, f"{package.content_key}.{fmt}")
+
+    async def get(self, package: Package, fmt: str) -> str:
+        """The path of the ``fmt`` archive of ``package``, building it if needed."""
+        if fmt == ZIP and isinstance(package.files, ZipFiles):
+            return package.files.location
+        path = self.path_for(package, fmt)
+        if os.path.exists(path):
+            return path
+        pending = self._building.get(path)
+        if pending is None:
+            pending = asyncio.get_running_loop().run_in_executor(None, self._build, package, fmt, path)
+            self._building[path] = pending
+            pending.add_done_callback(lambda _: self._building.pop(path, None))
+        return await asyncio.shield(pending)
+
+    def _build(self, package: Package, fmt: str, path: str) -> str:
+        started = time.monotonic()
+        writer = write_zip if fmt == ZIP else write_tar_gz
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".building-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                writer(package.files, top_folder(package), out)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        log.info(
+            "archive built",
+            extra={"package": package.name, "version": package.version, "format": fmt,
+                   "bytes": os.path.getsize(path), "event.duration": int((time.monotonic() - started) * 1e9)},
+        )
+        return path
+
+    def prune(self, keep: set[str]) -> int:
+        """Remove archives whose content key is not in ``keep``; returns how many."""
+        removed = 0
+        for name in os.listdir(self.folder):
+            key = name.split(".", 1)[0]
+            if name.startswith(".building-") or key in keep:
+                continue
+            try:
+                os.unlink(os.path.join(self.folder, name))
+                removed += 1
+            except OSError:
+                pass
+        return removed
+

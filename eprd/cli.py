@@ -1,0 +1,135 @@
+"""``eprd``: parse flags, load packages, serve until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from eprd import API_VERSION, __version__, flags, logs
+from eprd.archives import ArchiveStore
+from eprd.config import Config, ConfigError, load_config
+from eprd.loader import load_snapshot
+from eprd.package import LoadOptions
+from eprd.server import Registry, make_app, split_address, tls_context
+
+log = logging.getLogger("eprd")
+
+TLS_VERSIONS = ("1.1", "1.2", "1.3")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run eprd; the return value is the process exit code."""
+    try:
+        options = flags.parse(sys.argv[1:] if argv is None else argv, os.environ)
+    except flags.HelpRequested:
+        print(flags.usage(), file=sys.stderr)
+        return 0
+    except flags.FlagError as err:
+        print(f"{err}\n{flags.usage()}", file=sys.stderr)
+        return 2
+    try:
+        _check_flags(options)
+    except ValueError as err:
+        print(f"eprd: {err}", file=sys.stderr)
+        return 2
+    if options["version"]:
+        print(f"eprd version {__version__} (Elastic Package Registry API {API_VERSION})")
+        return 0
+    logs.setup(options["log-level"], options["log-type"])
+    for name in sorted(options.explicitly_set):
+        spec = next(s for s in flags.FLAGS if s.name == name)
+        if spec.unsupported:
+            log.warning("flag -%s has no effect: %s", name, spec.unsupported, extra={"flag": name})
+    try:
+        config = load_config(options["config"])
+    except ConfigError as err:
+        log.critical("Init failed: %s", err)
+        return 1
+    load_options = LoadOptions(
+        validate=not options["disable-package-validation"],
+        require_signature=options["require-package-signatures"],
+    )
+    if options["dry-run"]:
+        return _dry_run(config, load_options)
+    return asyncio.run(_serve(config, options, load_options))
+
+
+def _check_flags(options: flags.Options) -> None:
+    for feature in ("feature-proxy-mode", "feature-storage-indexer", "feature-sql-storage-indexer"):
+        if options[feature]:
+            raise ValueError(f"-{feature} is not supported: {flags.NOT_IN_EPRD}")
+    if options["package-paths-workers"] <= 0:
+        raise ValueError("package-paths-workers must be greater than 0")
+    if options["log-type"] not in logs.LOG_TYPES:
+        raise ValueError(f"invalid log type: {options['log-type']}")
+    if options["log-level"] not in logs.LEVELS:
+        raise ValueError(f"unknown log level: {options['log-level']}")
+    if options["tls-min-version"]:
+        if options["tls-min-version"] not in TLS_VERSIONS:
+            raise ValueError(f"unsupported TLS version: {options['tls-min-version']}")
+        if not (options["tls-cert"] and options["tls-key"]):
+            raise ValueError("-tls-min-version set but missing TLS cert and key files (-tls-cert and -tls-key)")
+
+
+def _dry_run(config: Config, load_options: LoadOptions) -> int:
+    """Load everything, list every invalid package version with its reason."""
+    snapshot = load_snapshot(config.package_paths, load_options)
+    for error in snapshot.rejected:
+        print(f"invalid package {error.location}: {error.reason}")
+    print(f"{len(snapshot)} package versions valid, {len(snapshot.rejected)} invalid")
+    return 1 if snapshot.rejected else 0
+
+
+def cache_dir(options: flags.Options) -> str:
+    return options["cache-dir"] or os.path.join(tempfile.gettempdir(), f"eprd-cache-{os.getuid()}")
+
+
+async def _serve(config: Config, options: flags.Options, load_options: LoadOptions) -> int:
+    log.info("eprd starting", extra={"service.version": __version__, "eprd.api_version": API_VERSION})
+    snapshot = await asyncio.to_thread(load_snapshot, config.package_paths, load_options)
+    if len(snapshot) == 0:
+        if not options["package-paths-enable-watcher"]:
+            log.critical("Init failed: No local packages found.")
+            return 1
+        log.warning("No local packages found, waiting for packages to appear")
+    registry = Registry(
+        config,
+        snapshot,
+        ArchiveStore(os.path.join(cache_dir(options), "archives")),
+        allow_unknown_query_parameters=options["allow-unknown-query-parameters"],
+    )
+    runner = web.AppRunner(
+        make_app(registry), access_log=None, handle_signals=False, shutdown_timeout=options["shutdown-timeout"]
+    )
+    await runner.setup()
+    host, port = split_address(options["address"])
+    ssl_context = None
+    if options["tls-cert"] and options["tls-key"]:
+        ssl_context = tls_context(options["tls-cert"], options["tls-key"], options["tls-min-version"])
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as err:
+        log.critical("Init failed: cannot listen on %s: %s", options["address"], err.strerror)
+        await runner.cleanup()
+        return 1
+    log.info("listening", extra={"server.address": options["address"], "tls": ssl_context is not None})
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: no new connections, waiting for requests in flight")
+    registry.shutting_down = True
+    await runner.cleanup()
+    registry.close()
+    log.info("stopped")
+    return 0
