@@ -43,7 +43,9 @@ def write_zip(files: PackageFiles, top: str, out: io.BufferedIOBase) -> None:
     """Zip a package folder as the reference does: depth-first, folders as entries, deflated."""
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for entry in files.entries():
-            info = zipfile.ZipInfo(f"{top}/{entry.path}" + ("/" if entry.is_dir else ""), _dos_time(entry.mtime_ns))
+            info = zipfile.ZipInfo(
+                f"{top}/{entry.path}" + ("/" if entry.is_dir else ""), _dos_time(entry.mtime_ns)
+            )
             if entry.is_dir:
                 info.external_attr = (0o40755 << 16) | 0x10
                 archive.writestr(info, b"")
@@ -108,8 +110,13 @@ class ArchiveStore:
             raise
         log.info(
             "archive built",
-            extra={"package": package.name, "version": package.version, "format": fmt,
-                   "bytes": os.path.getsize(path), "event.duration": int((time.monotonic() - started) * 1e9)},
+            extra={
+                "package": package.name,
+                "version": package.version,
+                "format": fmt,
+                "bytes": os.path.getsize(path),
+                "event.duration": int((time.monotonic() - started) * 1e9),
+            },
         )
         return path
 
@@ -126,4 +133,3 @@ class ArchiveStore:
             except OSError:
                 pass
         return removed
-

@@ -75,7 +75,9 @@ def _check_flags(options: flags.Options) -> None:
         if options["tls-min-version"] not in TLS_VERSIONS:
             raise ValueError(f"unsupported TLS version: {options['tls-min-version']}")
         if not (options["tls-cert"] and options["tls-key"]):
-            raise ValueError("-tls-min-version set but missing TLS cert and key files (-tls-cert and -tls-key)")
+            raise ValueError(
+                "-tls-min-version set but missing TLS cert and key files (-tls-cert and -tls-key)"
+            )
 
 
 def _dry_run(config: Config, load_options: LoadOptions) -> int:
@@ -99,14 +101,26 @@ async def _serve(config: Config, options: flags.Options, load_options: LoadOptio
             log.critical("Init failed: No local packages found.")
             return 1
         log.warning("No local packages found, waiting for packages to appear")
+    favicon = None
+    if options["favicon"]:
+        try:
+            with open(options["favicon"], "rb") as fh:
+                favicon = fh.read()
+        except OSError as err:
+            log.critical("Init failed: cannot read -favicon %s: %s", options["favicon"], err.strerror)
+            return 1
     registry = Registry(
         config,
         snapshot,
         ArchiveStore(os.path.join(cache_dir(options), "archives")),
         allow_unknown_query_parameters=options["allow-unknown-query-parameters"],
+        favicon=favicon,
     )
     runner = web.AppRunner(
-        make_app(registry), access_log=None, handle_signals=False, shutdown_timeout=options["shutdown-timeout"]
+        make_app(registry),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=options["shutdown-timeout"],
     )
     await runner.setup()
     host, port = split_address(options["address"])

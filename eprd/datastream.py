@@ -143,7 +143,9 @@ def _elasticsearch_doc(raw: dict[str, Any]) -> dict[str, Any]:
     privileges = obj(raw.get("privileges"), "elasticsearch.privileges")
     if privileges is not None:
         doc["privileges"] = {}
-        put(doc["privileges"], "indices", texts(privileges.get("indices"), "elasticsearch.privileges.indices"))
+        put(
+            doc["privileges"], "indices", texts(privileges.get("indices"), "elasticsearch.privileges.indices")
+        )
     return doc
 
 
@@ -254,7 +256,9 @@ def _find_field(fields: list[dict[str, Any]], name: str) -> str | None:
             continue
         field_type = field.get("type")
         if not field_type:
-            raise ManifestError(f"finding field failed (searchedName: {name}): field '{name}' found, but type is undefined")
+            raise ManifestError(
+                f"finding field failed (searchedName: {name}): field '{name}' found, but type is undefined"
+            )
         return str(field_type)
     return None
 
@@ -266,11 +270,15 @@ def _find_nested_field(fields: list[dict[str, Any]], name: str) -> str:
     for group in groups:
         for field in current:
             if "name" not in field:
-                raise ManifestError(f"finding field failed (searchedName: {name}): cannot get value (key: name)")
+                raise ManifestError(
+                    f"finding field failed (searchedName: {name}): cannot get value (key: name)"
+                )
             if field["name"] == group:
                 children = field.get("fields")
                 if not isinstance(children, list) or not all(isinstance(c, dict) for c in children):
-                    raise ManifestError(f"finding field failed (searchedName: {name}): fields was not []MapStr")
+                    raise ManifestError(
+                        f"finding field failed (searchedName: {name}): fields was not []MapStr"
+                    )
                 current = [{str(k): _go_text(v) for k, v in c.items()} for c in children]
                 break
         else:
@@ -293,4 +301,3 @@ def data_stream_summary(doc: dict[str, Any]) -> dict[str, Any]:
     summary["title"] = doc["title"]
     put(summary, "deprecated", doc.get("deprecated"), OMIT_NULL)
     return summary
-

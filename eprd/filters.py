@@ -94,9 +94,12 @@ def _matches(package: Package, query: Filter, legacy: bool) -> bool:
         return True
     if query.agent is not None and package.agent is not None and not package.agent.check(query.agent):
         return False
-    if query.capabilities is not None and package.capabilities is not None:
-        if not all(c in query.capabilities for c in package.capabilities):
-            return False
+    if (
+        query.capabilities is not None
+        and package.capabilities is not None
+        and not all(c in query.capabilities for c in package.capabilities)
+    ):
+        return False
     for kind, names in query.discovery:
         if not _discovery_match(package, kind, names):
             return False
@@ -114,7 +117,8 @@ def _spec_match(package: Package, query: Filter) -> bool:
         return True
     if package.spec is None:
         raise FilterError(
-            f"can't compare spec version for {package.name} ({query.spec_text}): package spec version is not set"
+            f"can't compare spec version for {package.name} ({query.spec_text}): "
+            "package spec version is not set"
         )
     if query.spec_min is not None and package.spec < query.spec_min:
         return False
@@ -137,13 +141,11 @@ def _legacy_versions(items: list[Indexed], all_versions: bool) -> list[Indexed]:
         return _latest(items, lambda p: (not p.prerelease, p.key))
     stable = {i.package.name for i in items if not i.package.prerelease and i.package.major > 0}
     return [
-        i
-        for i in items
-        if i.package.name not in stable or (not i.package.prerelease and i.package.major > 0)
+        i for i in items if i.package.name not in stable or (not i.package.prerelease and i.package.major > 0)
     ]
 
 
-def _category_match(package: Package, category: str) -> list[dict[str, Any]] | None | bool:
+def _category_match(package: Package, category: str) -> list[dict[str, Any]] | bool | None:
     """None: matched as a whole; a list: matched through these policy templates; False: no match."""
     if has_category(package.categories, category):
         return None

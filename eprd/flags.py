@@ -26,7 +26,7 @@ class FlagError(ValueError):
     """Bad command line or environment: usage and exit code 2."""
 
 
-class HelpRequested(Exception):  # noqa: N818 - mirrors Go's flag.ErrHelp
+class HelpRequested(Exception):
     """``-h``/``-help``: print usage and exit 0."""
 
 
@@ -52,7 +52,9 @@ FLAGS: tuple[FlagSpec, ...] = (
     FlagSpec("tls-min-version", str, "", "Minimum TLS version: 1.1, 1.2 or 1.3."),
     FlagSpec("metrics-address", str, "", "Address of the Prometheus /metrics listener (off when empty)."),
     FlagSpec("httpprof", str, "", "Address of the diagnostics listener (/debug/pprof/, off when empty)."),
-    FlagSpec("dry-run", bool, False, "Load every package, report the invalid ones and exit (non-zero if any)."),
+    FlagSpec(
+        "dry-run", bool, False, "Load every package, report the invalid ones and exit (non-zero if any)."
+    ),
     FlagSpec("version", bool, False, "Print the version and exit."),
     FlagSpec("disable-package-validation", bool, False, "Disable package content validation."),
     FlagSpec("allow-unknown-query-parameters", bool, True, "Ignore unknown query parameters instead of 400."),
@@ -61,18 +63,33 @@ FLAGS: tuple[FlagSpec, ...] = (
     FlagSpec("package-paths-enable-watcher", bool, True, "Reload packages when package paths change."),
     FlagSpec("package-paths-watcher-poll", bool, False, "Poll package paths instead of using inotify."),
     FlagSpec("cache-dir", str, "", "Folder for built archives and the index cache (default: a temp folder)."),
+    FlagSpec("favicon", str, "", "Path of an .ico file to serve at /favicon.ico instead of eprd's own icon."),
     FlagSpec("shutdown-timeout", float, 30.0, "Seconds in-flight requests get to finish on SIGTERM."),
     FlagSpec("feature-proxy-mode", bool, False, "Not implemented in eprd.", NOT_IN_EPRD),
     FlagSpec("proxy-to", str, "https://epr.elastic.co/", "Not implemented in eprd.", NOT_IN_EPRD),
     FlagSpec("proxy-allow-insecure", bool, False, "Not implemented in eprd.", NOT_IN_EPRD),
     FlagSpec("feature-storage-indexer", bool, False, "Not implemented in eprd.", NOT_IN_EPRD),
     FlagSpec("storage-indexer-bucket-internal", str, "", "Not implemented in eprd.", NOT_IN_EPRD),
-    FlagSpec("storage-endpoint", str, "https://package-storage.elastic.co/", "Not implemented in eprd.", NOT_IN_EPRD),
+    FlagSpec(
+        "storage-endpoint",
+        str,
+        "https://package-storage.elastic.co/",
+        "Not implemented in eprd.",
+        NOT_IN_EPRD,
+    ),
     FlagSpec("storage-indexer-watch-interval", float, 60.0, "Not implemented in eprd.", NOT_IN_EPRD),
     FlagSpec("feature-sql-storage-indexer", bool, False, "Not implemented in eprd.", NOT_IN_EPRD),
     FlagSpec("feature-incremental-updates", bool, False, "Not implemented in eprd.", NOT_IN_EPRD),
-    FlagSpec("feature-enable-search-cache", bool, False, "Not needed: eprd always caches responses.", NOT_IN_EPRD),
-    FlagSpec("feature-enable-categories-cache", bool, False, "Not needed: eprd always caches responses.", NOT_IN_EPRD),
+    FlagSpec(
+        "feature-enable-search-cache", bool, False, "Not needed: eprd always caches responses.", NOT_IN_EPRD
+    ),
+    FlagSpec(
+        "feature-enable-categories-cache",
+        bool,
+        False,
+        "Not needed: eprd always caches responses.",
+        NOT_IN_EPRD,
+    ),
 )
 _BY_NAME = {spec.name: spec for spec in FLAGS}
 

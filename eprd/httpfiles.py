@@ -14,7 +14,7 @@ import mimetypes
 import os
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC
 
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
@@ -90,7 +90,9 @@ def http_date(timestamp: float) -> str:
     return email.utils.formatdate(int(timestamp), usegmt=True)
 
 
-def file_response(path: str, headers: Mapping[str, str] | CIMultiDict[str], content_type_value: str) -> web.FileResponse:
+def file_response(
+    path: str, headers: Mapping[str, str] | CIMultiDict[str], content_type_value: str
+) -> web.FileResponse:
     """A disk file with sendfile, Range, Last-Modified, ETag and conditional requests."""
     all_headers = CIMultiDict(headers)
     all_headers[hdrs.CONTENT_TYPE] = content_type_value
@@ -249,4 +251,3 @@ def _partial(body: bytes, ranges: list[tuple[int, int]], out: CIMultiDict[str], 
     parts.append(f"--{boundary}--\r\n".encode())
     out[hdrs.CONTENT_TYPE] = f"multipart/byteranges; boundary={boundary}"
     return web.Response(status=206, body=b"".join(parts), headers=out)
-

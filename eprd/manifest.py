@@ -197,7 +197,12 @@ def deployment_modes_doc(value: Any, where: str) -> dict[str, Any] | None:
             raise ManifestError(f"missing required field accessing '{where}.{mode}.enabled'")
         mode_doc: dict[str, Any] = {"enabled": enabled}
         if mode == "agentless":
-            put(mode_doc, "is_default", flag(mode_raw.get("is_default"), f"{where}.{mode}.is_default"), OMIT_NULL)
+            put(
+                mode_doc,
+                "is_default",
+                flag(mode_raw.get("is_default"), f"{where}.{mode}.is_default"),
+                OMIT_NULL,
+            )
             put(mode_doc, "release", text(mode_raw.get("release"), f"{where}.{mode}.release"))
         doc[mode] = mode_doc
     return doc
@@ -205,4 +210,7 @@ def deployment_modes_doc(value: Any, where: str) -> dict[str, Any] | None:
 
 def name_list_doc(value: Any, where: str) -> list[dict[str, str]]:
     """``[{name: ...}]`` lists (discovery fields and datasets); ``name`` is required."""
-    return [{"name": required(raw.get("name"), f"{where}.{i}.name")} for i, raw in enumerate(objects(value, where))]
+    return [
+        {"name": required(raw.get("name"), f"{where}.{i}.name")}
+        for i, raw in enumerate(objects(value, where))
+    ]

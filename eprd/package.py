@@ -183,7 +183,9 @@ class _Loader:
         download = go_path_join("/epr", name, f"{name}-{version}.zip")
         elastic = (conditions or {}).get("elastic") or {}
         discovery = self._discovery(raw.get("discovery"))
-        base = self._base_fields(raw, name, title, version, release, description, pkg_type, download, url, icons)
+        base = self._base_fields(
+            raw, name, title, version, release, description, pkg_type, download, url, icons
+        )
         after = self._shared_fields(raw, conditions, categories, download if signature else "", discovery)
         deprecated = deprecated_doc(raw.get("deprecated"), "deprecated")
 
@@ -320,7 +322,11 @@ class _Loader:
         doc["download"] = download
         doc["path"] = url
         put(doc, "icons", icons)
-        put(doc, "policy_templates_behavior", text(raw.get("policy_templates_behavior"), "policy_templates_behavior"))
+        put(
+            doc,
+            "policy_templates_behavior",
+            text(raw.get("policy_templates_behavior"), "policy_templates_behavior"),
+        )
         return doc
 
     def _shared_fields(
@@ -354,7 +360,9 @@ class _Loader:
             doc["kibana"] = {"version": text(kibana.get("version"), "conditions.kibana.version")}
         elastic = obj(raw.get("elastic"), "conditions.elastic")
         if elastic is not None:
-            doc["elastic"] = {"subscription": text(elastic.get("subscription"), "conditions.elastic.subscription")}
+            doc["elastic"] = {
+                "subscription": text(elastic.get("subscription"), "conditions.elastic.subscription")
+            }
             capabilities = texts(elastic.get("capabilities"), "conditions.elastic.capabilities")
             put(doc["elastic"], "capabilities", capabilities)
         agent = obj(raw.get("agent"), "conditions.agent")
@@ -404,7 +412,11 @@ class _Loader:
         privileges = obj(raw.get("privileges"), "elasticsearch.privileges")
         if privileges is not None:
             doc["privileges"] = {}
-            put(doc["privileges"], "cluster", texts(privileges.get("cluster"), "elasticsearch.privileges.cluster"))
+            put(
+                doc["privileges"],
+                "cluster",
+                texts(privileges.get("cluster"), "elasticsearch.privileges.cluster"),
+            )
         return doc
 
     def _package_agent(self, value: Any) -> dict[str, Any] | None:
@@ -428,7 +440,10 @@ class _Loader:
             "description": required(raw.get("description"), f"{where}.description"),
         }
         put(doc, "data_streams", texts(raw.get("data_streams"), f"{where}.data_streams"))
-        inputs = [self._input(i, f"{where}.inputs.{n}", doc) for n, i in enumerate(objects(raw.get("inputs"), f"{where}.inputs"))]
+        inputs = [
+            self._input(i, f"{where}.inputs.{n}", doc)
+            for n, i in enumerate(objects(raw.get("inputs"), f"{where}.inputs"))
+        ]
         put(doc, "inputs", inputs)
         multiple = flag(raw.get("multiple"), f"{where}.multiple")
         doc["multiple"] = True if multiple is None else multiple
@@ -447,7 +462,8 @@ class _Loader:
         agentless_release = ((modes or {}).get("agentless") or {}).get("release", "")
         if agentless_release and agentless_release not in AGENTLESS_RELEASES:
             raise ManifestError(
-                f"policy template {go_quote(template_name)}: invalid agentless release: {go_quote(agentless_release)}"
+                f"policy template {go_quote(template_name)}: "
+                f"invalid agentless release: {go_quote(agentless_release)}"
             )
         put(doc, "deployment_modes", modes, OMIT_NULL)
         put(doc, "type", text(raw.get("type"), f"{where}.type"))
@@ -469,7 +485,10 @@ class _Loader:
         put(doc, "vars", variables_doc(raw.get("vars"), f"{where}.vars"))
         put(doc, "title", text(raw.get("title"), f"{where}.title"))
         put(doc, "description", text(raw.get("description"), f"{where}.description"))
-        streams = [stream_doc(s, f"{where}.streams.{i}") for i, s in enumerate(objects(raw.get("streams"), f"{where}.streams"))]
+        streams = [
+            stream_doc(s, f"{where}.streams.{i}")
+            for i, s in enumerate(objects(raw.get("streams"), f"{where}.streams"))
+        ]
         put(doc, "streams", streams)
         put(doc, "template_path", text(raw.get("template_path"), f"{where}.template_path"))
         put(doc, "input_group", text(raw.get("input_group"), f"{where}.input_group"))
@@ -478,7 +497,8 @@ class _Loader:
         if self.options.validate and bool(doc.get("type")) == bool(doc.get("package")):
             but = ", but not both" if doc.get("type") else ""
             raise ManifestError(
-                f"input {doc.get('title', '')} in policy template {template['name']} must have a type or package{but}"
+                f"input {doc.get('title', '')} in policy template {template['name']} "
+                f"must have a type or package{but}"
             )
         return doc
 
@@ -554,7 +574,9 @@ def render_document(package: Package, deprecated: dict[str, Any] | None) -> byte
     return b"{\n" + b",\n".join(p for p in parts if p) + b"\n}\n"
 
 
-def render_entry(package: Package, deprecated: dict[str, Any] | None, templates: list[Any] | None = None) -> bytes:
+def render_entry(
+    package: Package, deprecated: dict[str, Any] | None, templates: list[Any] | None = None
+) -> bytes:
     """The /search entry for ``package``, optionally with trimmed policy templates."""
     entry = dict(package.entry)
     if deprecated is None:

@@ -157,9 +157,13 @@ def _discovery(params: dict[str, list[str]]) -> tuple[tuple[str, tuple[str, ...]
     for value in params.get("discovery", []):
         kind, sep, names = value.partition(":")
         if not sep:
-            raise QueryError(f"invalid 'discovery' query param: '{value}': could not parse filter {_go_quote(value)}")
+            raise QueryError(
+                f"invalid 'discovery' query param: '{value}': could not parse filter {_go_quote(value)}"
+            )
         if kind not in ("fields", "datasets"):
-            raise QueryError(f"invalid 'discovery' query param: '{value}': unknown discovery filter {_go_quote(kind)}")
+            raise QueryError(
+                f"invalid 'discovery' query param: '{value}': unknown discovery filter {_go_quote(kind)}"
+            )
         filters.append((kind, tuple(names.split(","))))
     return tuple(filters)
 

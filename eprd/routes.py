@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from aiohttp import hdrs, web
+from aiohttp import web
 from multidict import CIMultiDict
 
 from eprd import archives, httpfiles
@@ -55,7 +55,9 @@ def _headers(*groups: tuple[tuple[str, str], ...]) -> CIMultiDict[str]:
 
 def text_error(status: int, message: str, cache: tuple[tuple[str, str], ...] = NO_CACHE) -> web.Response:
     """Go's http.Error: plain text, nosniff, message and a newline."""
-    headers = _headers(cache, (("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff")))
+    headers = _headers(
+        cache, (("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff"))
+    )
     return web.Response(status=status, body=message.encode() + b"\n", headers=headers)
 
 
@@ -67,23 +69,33 @@ def json_response(body: bytes, seconds: float) -> web.Response:
 # --- handlers -------------------------------------------------------------------------------
 
 
-async def index(registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]) -> web.Response:
+async def index(
+    registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
+) -> web.Response:
     return json_response(registry.index_body, registry.config.cache_time.index)
 
 
-async def health(registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]) -> web.Response:
+async def health(
+    registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
+) -> web.Response:
     ready_asked = request.rel_url.query.get("ready", "") in ("1", "t", "T", "TRUE", "true", "True")
     if ready_asked and not registry.is_ready():
         return web.Response(status=503)
     return web.Response()
 
 
-async def favicon(registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]) -> web.Response:
-    headers = _headers((("Content-Type", "image/x-icon"),), cache_headers(registry.config.cache_time.catch_all))
+async def favicon(
+    registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
+) -> web.Response:
+    headers = _headers(
+        (("Content-Type", "image/x-icon"),), cache_headers(registry.config.cache_time.catch_all)
+    )
     return web.Response(body=registry.favicon, headers=headers)
 
 
-async def search(registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]) -> web.Response:
+async def search(
+    registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
+) -> web.Response:
     try:
         query = parse_search(_raw_query(request), registry.allow_unknown_query_parameters)
         body = snap.cache.get_or_compute(("search", query), lambda: search_body(snap, query))
@@ -94,7 +106,9 @@ async def search(registry: Registry, request: web.Request, snap: Snapshot, args:
     return json_response(body, registry.config.cache_time.search)
 
 
-async def categories(registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]) -> web.Response:
+async def categories(
+    registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
+) -> web.Response:
     try:
         query = parse_categories(_raw_query(request), registry.allow_unknown_query_parameters)
         body = snap.cache.get_or_compute(("categories", query), lambda: categories_body(snap, query))
@@ -159,7 +173,9 @@ def _disk_content_type(path: str) -> str:
         return httpfiles.sniff(fh.read(512))
 
 
-async def artifact(registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]) -> web.StreamResponse:
+async def artifact(
+    registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
+) -> web.StreamResponse:
     return await _archive(registry, snap, args, archives.ZIP, "application/zip")
 
 
@@ -187,7 +203,9 @@ async def _archive(
     return httpfiles.file_response(path, _headers(cache), ctype)
 
 
-async def signature(registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]) -> web.StreamResponse:
+async def signature(
+    registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
+) -> web.StreamResponse:
     _, name, version = args
     if not is_strict(version):
         return text_error(400, "invalid package version")
@@ -241,7 +259,9 @@ ROUTES: tuple[Route, ...] = (
         rf"/epr/{_SEG}/{_NAME}-{_SEG}\.zip\.sig",
         signature,
     ),
-    _route("/package/{packageName:[a-z0-9_]+}/{packageVersion}/", rf"/package/{_NAME}/{_SEG}/", package_document),
+    _route(
+        "/package/{packageName:[a-z0-9_]+}/{packageVersion}/", rf"/package/{_NAME}/{_SEG}/", package_document
+    ),
     _route("/package/{packageName}/{packageVersion}/{name:.*}", rf"/package/{_SEG}/{_SEG}/(.*)", static_file),
 )
 
@@ -320,7 +340,6 @@ def _redirect(location: str, method: str) -> web.Response:
         body = f'<a href="{_html_escape(location)}">Moved Permanently</a>.\n\n'.encode()
         return web.Response(status=301, body=body, headers=headers)
     return web.Response(status=301, headers=headers)
-
 
 
 _HTML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&#34;", "'": "&#39;"})

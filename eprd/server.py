@@ -41,13 +41,14 @@ class Registry:
         snapshot: Snapshot,
         archives: ArchiveStore,
         allow_unknown_query_parameters: bool = True,
+        favicon: bytes | None = None,
     ) -> None:
         self.config = config
         self.snapshot = snapshot
         self.archives = archives
         self.allow_unknown_query_parameters = allow_unknown_query_parameters
         self.index_body = index_document()
-        self.favicon = resources.files("eprd").joinpath("data/favicon.ico").read_bytes()
+        self.favicon = favicon or resources.files("eprd").joinpath("data/favicon.ico").read_bytes()
         self.shutting_down = False
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="eprd-io")
         self.observers: list[Callable[[web.Request, Route | None, web.StreamResponse, float], None]] = []
@@ -59,7 +60,9 @@ class Registry:
         """Run file I/O off the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    def observe(self, request: web.Request, route: Route | None, response: web.StreamResponse, started: float) -> None:
+    def observe(
+        self, request: web.Request, route: Route | None, response: web.StreamResponse, started: float
+    ) -> None:
         """Called once per request after its handler: access log and metrics."""
         if request.path != "/health":
             access_log.info(
@@ -107,4 +110,3 @@ def tls_context(cert: str, key: str, min_version: str) -> ssl.SSLContext:
             "1.3": ssl.TLSVersion.TLSv1_3,
         }[min_version]
     return context
-

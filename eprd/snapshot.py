@@ -139,4 +139,6 @@ def _indexed(package: Package, deprecated: dict[str, Any] | None, reuse: dict[in
     old = reuse.get(id(package))
     if old is not None and old.package is package and old.deprecated == deprecated:
         return old
-    return Indexed(package, deprecated, render_entry(package, deprecated), render_document(package, deprecated))
+    return Indexed(
+        package, deprecated, render_entry(package, deprecated), render_document(package, deprecated)
+    )

@@ -300,5 +300,3 @@ def open_package(location: str) -> PackageFiles:
     if os.path.isdir(location):
         return DirFiles(location)
     return ZipFiles(location)
-
-

@@ -1,0 +1,151 @@
+"""Shared fixtures: real eprd servers on loopback ports, real package folders on disk."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from eprd.archives import ArchiveStore
+from eprd.config import CacheTimes, Config
+from eprd.loader import load_snapshot
+from eprd.package import LoadOptions
+from eprd.server import Registry, make_app
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTDATA = ROOT / "testdata"
+
+
+@pytest.fixture
+def make_registry(tmp_path: Path) -> Callable[..., Registry]:
+    """Load ``package_paths`` into a Registry, as the CLI would."""
+
+    def build(
+        package_paths: list[str | Path] | None = None,
+        *,
+        validate: bool = True,
+        require_signature: bool = False,
+        allow_unknown: bool = True,
+        cache_time: CacheTimes | None = None,
+    ) -> Registry:
+        paths = tuple(str(p) for p in (package_paths if package_paths is not None else default_paths()))
+        config = Config(package_paths=paths, cache_time=cache_time or CacheTimes())
+        snapshot = load_snapshot(paths, LoadOptions(validate=validate, require_signature=require_signature))
+        return Registry(config, snapshot, ArchiveStore(str(tmp_path / "archives")), allow_unknown)
+
+    return build
+
+
+def default_paths() -> list[Path]:
+    return [TESTDATA / "packages", TESTDATA / "zips"]
+
+
+@pytest.fixture
+async def serve(
+    make_registry: Callable[..., Registry],
+) -> Callable[..., Awaitable[tuple[Registry, str]]]:
+    """Start a real aiohttp server on a loopback port; returns (registry, base URL)."""
+    servers: list[TestServer] = []
+
+    async def start(*args: Any, **kwargs: Any) -> tuple[Registry, str]:
+        registry = kwargs.pop("registry", None) or make_registry(*args, **kwargs)
+        server = TestServer(make_app(registry), host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return registry, str(server.make_url("")).rstrip("/")
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+@pytest.fixture
+async def http() -> Iterator[aiohttp.ClientSession]:
+    """A client that does not follow redirects and does not normalise paths."""
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        yield session
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class EprdProcess:
+    """The ``eprd`` command running as a child process."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "eprd", "-address", f"127.0.0.1:{self.port}", *args],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"eprd exited with {self.proc.returncode}: {self.proc.stderr.read()}")
+            try:
+                with urllib.request.urlopen(self.base + "/health", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("eprd did not become healthy")
+
+    def stop(self) -> tuple[int, str, str]:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        out, err = self.proc.communicate(timeout=30)
+        return self.proc.returncode, out, err
+
+
+@pytest.fixture
+def eprd_process(tmp_path: Path) -> Iterator[Callable[..., EprdProcess]]:
+    """Start ``python -m eprd`` with extra args/env; stopped at the end of the test."""
+    started: list[EprdProcess] = []
+
+    def start(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> EprdProcess:
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("EPR_", "ELASTIC_APM_"))}
+        full_env["EPR_CACHE_DIR"] = str(tmp_path / "cache")
+        full_env.update(env or {})
+        process = EprdProcess(args, full_env, cwd or tmp_path)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.proc.poll() is None:
+            process.proc.kill()
+            process.proc.communicate()
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def write_config(path: Path, package_paths: list[Path], **extra: str) -> Path:
+    lines = ["package_paths:"] + [f"  - {p}" for p in package_paths]
+    lines += [f"{key}: {value}" for key, value in extra.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
