@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 
 from aiohttp import web
@@ -15,9 +16,10 @@ from aiohttp import web
 from eprd import API_VERSION, __version__, flags, logs
 from eprd.archives import ArchiveStore
 from eprd.config import Config, ConfigError, load_config
-from eprd.loader import load_snapshot
+from eprd.loader import Collection, load_snapshot
 from eprd.package import LoadOptions
 from eprd.server import Registry, make_app, split_address, tls_context
+from eprd.watcher import Watcher
 
 log = logging.getLogger("eprd")
 
@@ -95,7 +97,18 @@ def cache_dir(options: flags.Options) -> str:
 
 async def _serve(config: Config, options: flags.Options, load_options: LoadOptions) -> int:
     log.info("eprd starting", extra={"service.version": __version__, "eprd.api_version": API_VERSION})
-    snapshot = await asyncio.to_thread(load_snapshot, config.package_paths, load_options)
+    collection = Collection(config.package_paths, load_options)
+    started = time.monotonic()
+    await asyncio.to_thread(collection.load_all)
+    snapshot = await asyncio.to_thread(collection.snapshot)
+    log.info(
+        "packages loaded",
+        extra={
+            "packages.served": len(snapshot),
+            "packages.rejected": len(collection.rejected),
+            "event.duration": int((time.monotonic() - started) * 1e9),
+        },
+    )
     if len(snapshot) == 0:
         if not options["package-paths-enable-watcher"]:
             log.critical("Init failed: No local packages found.")
@@ -135,6 +148,16 @@ async def _serve(config: Config, options: flags.Options, load_options: LoadOptio
         await runner.cleanup()
         return 1
     log.info("listening", extra={"server.address": options["address"], "tls": ssl_context is not None})
+    watch_task = None
+    if options["package-paths-enable-watcher"]:
+        watcher = Watcher(
+            collection,
+            lambda: registry.snapshot,
+            lambda new: setattr(registry, "snapshot", new),
+            poll=options["package-paths-watcher-poll"],
+        )
+        registry.watcher = watcher
+        watch_task = asyncio.create_task(watcher.run(), name="eprd-watcher")
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -143,6 +166,9 @@ async def _serve(config: Config, options: flags.Options, load_options: LoadOptio
     await stop.wait()
     log.info("shutting down: no new connections, waiting for requests in flight")
     registry.shutting_down = True
+    if watch_task is not None:
+        registry.watcher.stop()
+        await watch_task
     await runner.cleanup()
     registry.close()
     log.info("stopped")

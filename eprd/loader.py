@@ -1,70 +1,168 @@
-"""From package paths to a snapshot: scan, load every candidate, combine."""
+"""From package paths to snapshots: the working set of loaded packages.
+
+A :class:`Collection` knows every package candidate under ``package_paths``
+and the last good :class:`Package` of each. It is loaded once at start-up and
+then updated by the watcher with :meth:`Collection.apply`, which re-reads only
+the candidates a batch of file changes touched. Snapshots are built from it by
+the pure :func:`eprd.snapshot.build_snapshot`.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 from eprd.package import LoadOptions, Package, PackageError, load_package
 from eprd.snapshot import Snapshot, build_snapshot
-from eprd.sources import Candidates, scan
+from eprd.sources import Candidate, candidate_at, scan, scan_within
+from eprd.versions import is_strict
 
 log = logging.getLogger("eprd.loader")
 
 
-@dataclass(frozen=True, slots=True)
-class LoadResult:
-    packages: dict[str, Package]  # by location
-    rejected: dict[str, PackageError]
+@dataclass(slots=True)
+class Changes:
+    """What one :meth:`Collection.apply` did, by candidate location."""
+
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.changed or self.removed or self.rejected)
 
 
-def load_locations(locations: Iterable[str], options: LoadOptions) -> LoadResult:
-    """Load each candidate; invalid ones are logged once and reported, never raised."""
-    packages: dict[str, Package] = {}
-    rejected: dict[str, PackageError] = {}
-    for location in locations:
-        try:
-            packages[location] = load_package(location, options)
-        except PackageError as err:
-            rejected[location] = err
-            log.error(
-                "invalid package, left out: %s",
-                err.reason,
-                extra={"file.path": err.location, "error.message": err.reason},
-            )
-    return LoadResult(packages, rejected)
+def load_one(location: str, options: LoadOptions) -> Package | PackageError:
+    """Load a candidate; an invalid one is logged once and returned as the error."""
+    try:
+        return load_package(location, options)
+    except PackageError as err:
+        log.error(
+            "invalid package version, not served: %s",
+            err.reason,
+            extra={"file.path": err.location, "error.message": err.reason},
+        )
+        return err
 
 
-def snapshot_from(
-    candidates: Candidates,
-    result: LoadResult,
-    generation: int = 1,
-    previous: Snapshot | None = None,
-) -> Snapshot:
-    """Combine loaded packages in discovery order (zips, then folders) into a snapshot."""
-    return build_snapshot(
-        (result.packages[loc] for loc in candidates.zips if loc in result.packages),
-        (result.packages[loc] for loc in candidates.dirs if loc in result.packages),
-        rejected=result.rejected.values(),
-        generation=generation,
-        previous=previous,
-    )
+class Collection:
+    """The candidates under the package paths and the last good package of each."""
+
+    def __init__(self, package_paths: Sequence[str], options: LoadOptions) -> None:
+        self.paths = tuple(os.path.abspath(p) for p in package_paths)
+        self.options = options
+        self.candidates: dict[str, Candidate] = {}
+        self.packages: dict[str, Package] = {}  # location -> last good package
+        self.rejected: dict[str, PackageError] = {}  # location -> why its current content is not served
+
+    def load_all(self) -> Changes:
+        """Scan every package path and load every candidate."""
+        found = scan(self.paths)
+        self.candidates = {c.location: c for c in found}
+        return self._reload([c.location for c in found])
+
+    def snapshot(self, generation: int = 1, previous: Snapshot | None = None) -> Snapshot:
+        """A snapshot of the last good packages, zips before folders, each in discovery order."""
+        ordered = sorted(self.candidates.values(), key=lambda c: c.order)
+        return build_snapshot(
+            (self.packages[c.location] for c in ordered if c.kind == "zip" and c.location in self.packages),
+            (self.packages[c.location] for c in ordered if c.kind == "dir" and c.location in self.packages),
+            rejected=self.rejected.values(),
+            generation=generation,
+            previous=previous,
+        )
+
+    def apply(self, changed_paths: Iterable[str]) -> Changes:
+        """Re-read what a batch of changed file paths touched; returns what happened."""
+        touched: set[str] = set()
+        for path in changed_paths:
+            touched.update(self._affected(os.path.abspath(path)))
+        return self._reload(sorted(touched))
+
+    def _affected(self, path: str) -> set[str]:
+        """Candidate locations a changed path may have added, changed or removed."""
+        affected: set[str] = set()
+        for index, root in enumerate(self.paths):
+            if path != root and not path.startswith(root + os.sep):
+                continue
+            parts = tuple(p for p in path[len(root) :].split(os.sep) if p)
+            scope = self._candidate_scope(index, parts)
+            if isinstance(scope, str):
+                affected.add(scope)
+                continue
+            # A folder of package names changed: compare its candidates with what we know.
+            folder = os.path.join(root, *scope)
+            before = {
+                loc for loc, c in self.candidates.items() if c.order[0] == index and _under(loc, folder)
+            }
+            now = scan_within(self.paths, index, scope)
+            affected.update(before - {c.location for c in now})
+            affected.update(c.location for c in now if c.location not in self.candidates)
+        return affected
+
+    def _candidate_scope(self, index: int, parts: tuple[str, ...]) -> str | tuple[str, ...]:
+        """The candidate location a path belongs to, or the folder to rescan when it is none."""
+        root = self.paths[index]
+        if len(parts) >= 2 and is_strict(parts[1]):
+            return os.path.join(root, *parts[:2])  # inside (or being) a version folder
+        if len(parts) == 2 and parts[1].endswith(".sig") and is_strict(parts[1][:-4]):
+            return os.path.join(root, parts[0], parts[1][:-4])  # a folder package's signature
+        if parts and parts[-1].endswith(".zip.sig"):
+            return os.path.join(root, *parts)[: -len(".sig")]
+        if parts and parts[-1].endswith(".zip"):
+            return os.path.join(root, *parts)
+        return parts[:1]
+
+    def _reload(self, locations: list[str]) -> Changes:
+        changes = Changes()
+        for location in locations:
+            candidate = self._current_candidate(location)
+            if candidate is None:
+                if self.candidates.pop(location, None) is not None or location in self.packages:
+                    changes.removed.append(location)
+                self.packages.pop(location, None)
+                self.rejected.pop(location, None)
+                continue
+            self.candidates[location] = candidate
+            result = load_one(location, self.options)
+            if isinstance(result, PackageError):
+                self.rejected[location] = result  # the last good version, if any, stays served
+                changes.rejected.append(location)
+                continue
+            self.rejected.pop(location, None)
+            (changes.changed if location in self.packages else changes.added).append(location)
+            self.packages[location] = result
+        return changes
+
+    def _current_candidate(self, location: str) -> Candidate | None:
+        for index, root in enumerate(self.paths):
+            if location.startswith(root + os.sep):
+                parts = tuple(location[len(root) + 1 :].split(os.sep))
+                found = candidate_at(self.paths, index, parts)
+                if found is not None:
+                    return found
+        return None
+
+
+def _under(location: str, folder: str) -> bool:
+    return location.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def load_snapshot(package_paths: Iterable[str], options: LoadOptions) -> Snapshot:
     """Scan ``package_paths`` and load everything into a first snapshot."""
     started = time.monotonic()
-    candidates = scan(list(package_paths))
-    result = load_locations((*candidates.zips, *candidates.dirs), options)
-    snapshot = snapshot_from(candidates, result)
+    collection = Collection(list(package_paths), options)
+    collection.load_all()
+    snapshot = collection.snapshot()
     log.info(
         "packages loaded",
         extra={
-            "packages.loaded": len(result.packages),
-            "packages.rejected": len(result.rejected),
             "packages.served": len(snapshot),
+            "packages.rejected": len(collection.rejected),
             "event.duration": int((time.monotonic() - started) * 1e9),
         },
     )

@@ -53,3 +53,5 @@ def setup(level: str, log_type: str, extra_fields: dict[str, Any] | None = None)
     root.setLevel(LEVELS[level])
     # aiohttp's own access logger is replaced by eprd's (see routes.access_log).
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # watchfiles logs every batch at INFO; eprd logs one line per snapshot swap instead.
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
@@ -19,6 +19,9 @@ from eprd.archives import ArchiveStore
 from eprd.config import Config
 from eprd.routes import Route, make_dispatcher
 from eprd.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from eprd.watcher import Watcher
 
 log = logging.getLogger("eprd.server")
 access_log = logging.getLogger("eprd.access")
@@ -50,6 +53,7 @@ class Registry:
         self.index_body = index_document()
         self.favicon = favicon or resources.files("eprd").joinpath("data/favicon.ico").read_bytes()
         self.shutting_down = False
+        self.watcher: Watcher | None = None
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="eprd-io")
         self.observers: list[Callable[[web.Request, Route | None, web.StreamResponse, float], None]] = []
 
