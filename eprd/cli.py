@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from eprd import API_VERSION, __version__, flags, logs
+from eprd.accesslog import AccessLog
 from eprd.archives import ArchiveStore
 from eprd.config import Config, ConfigError, load_config
 from eprd.loader import Collection, load_snapshot
@@ -129,6 +130,8 @@ async def _serve(config: Config, options: flags.Options, load_options: LoadOptio
         allow_unknown_query_parameters=options["allow-unknown-query-parameters"],
         favicon=favicon,
     )
+    if logs.LEVELS[options["log-level"]] <= logging.INFO:
+        registry.access_log = AccessLog(options["log-type"])
     runner = web.AppRunner(
         make_app(registry),
         access_log=None,

@@ -7,6 +7,7 @@ queries, which is what the response cache of a snapshot is keyed by.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
@@ -85,6 +86,7 @@ def _unescape(text: str) -> str | None:
     return unquote_to_bytes(text.replace("+", " ")).decode("utf-8", "replace")
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_search(raw: str, allow_unknown: bool) -> Filter:
     """The filter of a ``/search`` request; raises QueryError."""
     params = parse_query_string(raw)
@@ -92,6 +94,7 @@ def parse_search(raw: str, allow_unknown: bool) -> Filter:
     return _parse_filter(params, search=True)
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_categories(raw: str, allow_unknown: bool) -> CategoriesQuery:
     """The query of a ``/categories`` request; raises QueryError."""
     params = parse_query_string(raw)

@@ -9,6 +9,7 @@ without CORS. Handlers take the current snapshot once and only read it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import posixpath
@@ -25,7 +26,7 @@ from multidict import CIMultiDict
 from eprd import archives, httpfiles
 from eprd.filters import FilterError, categories_body, search_body
 from eprd.query import QueryError, parse_categories, parse_search
-from eprd.snapshot import Snapshot
+from eprd.snapshot import Body, Snapshot
 from eprd.sources import DirFiles
 from eprd.versions import is_strict
 
@@ -40,6 +41,7 @@ CORS = ("Access-Control-Allow-Origin", "*")
 NO_CACHE = (("Cache-Control", "max-age=0"), ("Cache-Control", "private, no-store"))
 
 
+@functools.lru_cache(maxsize=64)
 def cache_headers(seconds: float) -> tuple[tuple[str, str], ...]:
     """The reference's two Cache-Control lines for a public response cached ``seconds``."""
     return (("Cache-Control", f"max-age={seconds:.0f}"), ("Cache-Control", "public"))
@@ -61,9 +63,33 @@ def text_error(status: int, message: str, cache: tuple[tuple[str, str], ...] = N
     return web.Response(status=status, body=message.encode() + b"\n", headers=headers)
 
 
-def json_response(body: bytes, seconds: float) -> web.Response:
-    headers = _headers((("Content-Type", "application/json"),), cache_headers(seconds))
-    return web.Response(body=body, headers=headers)
+def json_response(request: web.Request, body: Body, seconds: float) -> web.Response:
+    """A JSON body with a strong ETag, gzip when the client accepts it, 304 when it is unchanged."""
+    use_gzip = _accepts_gzip(request.headers.get("Accept-Encoding", ""))
+    etag = body.gzip_etag if use_gzip else body.etag
+    common = (*cache_headers(seconds), ("ETag", etag), ("Vary", "Accept-Encoding"), CORS)
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match and _etag_listed(if_none_match, (body.etag, body.gzip_etag)):
+        return web.Response(status=304, headers=CIMultiDict(common))
+    if use_gzip:
+        headers = CIMultiDict((*common, _JSON, ("Content-Encoding", "gzip")))
+        return web.Response(body=body.gzipped(), headers=headers)
+    return web.Response(body=body.data, headers=CIMultiDict((*common, _JSON)))
+
+
+_JSON = ("Content-Type", "application/json")
+
+
+def _accepts_gzip(accept_encoding: str) -> bool:
+    for item in accept_encoding.split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "*"):
+            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
+
+
+def _etag_listed(header: str, etags: tuple[str, ...]) -> bool:
+    return any(tag.strip().removeprefix("W/") in etags or tag.strip() == "*" for tag in header.split(","))
 
 
 # --- handlers -------------------------------------------------------------------------------
@@ -72,7 +98,7 @@ def json_response(body: bytes, seconds: float) -> web.Response:
 async def index(
     registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
 ) -> web.Response:
-    return json_response(registry.index_body, registry.config.cache_time.index)
+    return json_response(request, registry.index_body, registry.config.cache_time.index)
 
 
 async def health(
@@ -98,12 +124,12 @@ async def search(
 ) -> web.Response:
     try:
         query = parse_search(_raw_query(request), registry.allow_unknown_query_parameters)
-        body = snap.cache.get_or_compute(("search", query), lambda: search_body(snap, query))
+        body = snap.cache.get_or_compute(("search", query), lambda: Body(search_body(snap, query)))
     except QueryError as err:
         return text_error(400, str(err))
     except FilterError as err:
         return text_error(404, f"fetching package failed: {err}")
-    return json_response(body, registry.config.cache_time.search)
+    return json_response(request, body, registry.config.cache_time.search)
 
 
 async def categories(
@@ -111,12 +137,12 @@ async def categories(
 ) -> web.Response:
     try:
         query = parse_categories(_raw_query(request), registry.allow_unknown_query_parameters)
-        body = snap.cache.get_or_compute(("categories", query), lambda: categories_body(snap, query))
+        body = snap.cache.get_or_compute(("categories", query), lambda: Body(categories_body(snap, query)))
     except QueryError as err:
         return text_error(400, str(err))
     except FilterError as err:
         return text_error(404, str(err))
-    return json_response(body, registry.config.cache_time.categories)
+    return json_response(request, body, registry.config.cache_time.categories)
 
 
 async def package_document(
@@ -128,7 +154,8 @@ async def package_document(
     item = snap.lookup(name, version)
     if item is None:
         return text_error(404, "package revision not found")
-    return json_response(item.document, registry.config.cache_time.index)
+    body = snap.cache.get_or_compute(("package", name, version), lambda: Body(item.document))
+    return json_response(request, body, registry.config.cache_time.index)
 
 
 async def static_file(
@@ -294,7 +321,15 @@ def _with_query(location: str, request: web.Request) -> str:
     return f"{location}?{query}" if query else location
 
 
+# Routes without variables, looked up before trying the patterns in order.
+_LITERAL = {route.template: route for route in ROUTES if "{" not in route.template}
+
+
 def match(path: str) -> tuple[Route, tuple[str, ...]] | None:
+    """The first route matching ``path`` (with the trailing slash toggled too) and its variables."""
+    literal = _LITERAL.get(path)
+    if literal is not None:
+        return literal, ()
     for route in ROUTES:
         found = route.pattern.fullmatch(path)
         if found is not None:
@@ -309,7 +344,7 @@ def make_dispatcher(registry: Registry) -> Callable[[web.Request], Awaitable[web
         started = time.monotonic()
         path = request.path
         route: Route | None = None
-        cleaned = clean_path(path)
+        cleaned = clean_path(path) if ("//" in path or "/." in path or not path.startswith("/")) else path
         if cleaned != path:
             response: web.StreamResponse = web.Response(
                 status=301, headers={"Location": _with_query(escape_path(cleaned), request)}
@@ -325,7 +360,8 @@ def make_dispatcher(registry: Registry) -> Callable[[web.Request], Awaitable[web
                     response = _redirect(_with_query(escape_path(target), request), request.method)
                 else:
                     response = await route.handler(registry, request, registry.snapshot, args)
-                response.headers[CORS[0]] = CORS[1]
+                if CORS[0] not in response.headers:
+                    response.headers[CORS[0]] = CORS[1]
         registry.observe(request, route, response, started)
         return response
 

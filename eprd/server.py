@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import ssl
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -15,16 +14,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiohttp import web
 
 from eprd import API_VERSION, gojson
+from eprd.accesslog import AccessLog
 from eprd.archives import ArchiveStore
 from eprd.config import Config
 from eprd.routes import Route, make_dispatcher
-from eprd.snapshot import Snapshot
+from eprd.snapshot import Body, Snapshot
 
 if TYPE_CHECKING:
     from eprd.watcher import Watcher
 
 log = logging.getLogger("eprd.server")
-access_log = logging.getLogger("eprd.access")
 
 T = TypeVar("T")
 
@@ -50,10 +49,11 @@ class Registry:
         self.snapshot = snapshot
         self.archives = archives
         self.allow_unknown_query_parameters = allow_unknown_query_parameters
-        self.index_body = index_document()
+        self.index_body = Body(index_document())
         self.favicon = favicon or resources.files("eprd").joinpath("data/favicon.ico").read_bytes()
         self.shutting_down = False
         self.watcher: Watcher | None = None
+        self.access_log: AccessLog | None = None
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="eprd-io")
         self.observers: list[Callable[[web.Request, Route | None, web.StreamResponse, float], None]] = []
 
@@ -68,21 +68,8 @@ class Registry:
         self, request: web.Request, route: Route | None, response: web.StreamResponse, started: float
     ) -> None:
         """Called once per request after its handler: access log and metrics."""
-        if request.path != "/health":
-            access_log.info(
-                "%s %s HTTP/%d.%d",
-                request.method,
-                request.path,
-                *request.version,
-                extra={
-                    "http.request.method": request.method,
-                    "url.path": request.path,
-                    "url.query": request.query_string,
-                    "http.response.status_code": response.status,
-                    "source.address": request.remote,
-                    "event.duration": int((time.monotonic() - started) * 1e9),
-                },
-            )
+        if self.access_log is not None and request.path != "/health":
+            self.access_log.write(request, response, started, {})
         for observer in self.observers:
             observer(request, route, response, started)
 

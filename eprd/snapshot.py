@@ -11,6 +11,8 @@ dies with the snapshot.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -33,8 +35,28 @@ class Indexed:
     document: bytes  # /package/{n}/{v}/ body
 
 
+class Body:
+    """A ready JSON response body with its strong ETag; the gzip variant is made once, on demand."""
+
+    __slots__ = ("_gzip", "data", "etag")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.etag = '"' + hashlib.blake2b(data, digest_size=12).hexdigest() + '"'
+        self._gzip: bytes | None = None
+
+    @property
+    def gzip_etag(self) -> str:
+        return self.etag[:-1] + '-gzip"'
+
+    def gzipped(self) -> bytes:
+        if self._gzip is None:
+            self._gzip = gzip.compress(self.data, compresslevel=6, mtime=0)
+        return self._gzip
+
+
 class ResponseCache:
-    """A bounded LRU of ready response bodies, keyed by normalised query."""
+    """A bounded LRU of ready response bodies, keyed by normalised query or document."""
 
     def __init__(self, size: int) -> None:
         self._size = size
@@ -65,7 +87,7 @@ class Snapshot:
     rejected: tuple[PackageError, ...]
     built_at: float
     generation: int
-    cache: ResponseCache = field(default_factory=lambda: ResponseCache(1024))
+    cache: ResponseCache = field(default_factory=lambda: ResponseCache(4096))
 
     def lookup(self, name: str, version: str) -> Indexed | None:
         return self.packages.get((name, version))
