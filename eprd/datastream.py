@@ -73,7 +73,7 @@ def load_data_stream(
     """The full data stream object of ``data_stream/<folder>``; raises DataStreamError."""
     base = f"data_stream/{folder}"
     try:
-        raw = yamlfile.load_config(files.read(f"{base}/manifest.yml"))
+        raw = yamlfile.load_config(files.read_listed(f"{base}/manifest.yml"))
         raw = obj(raw, "") or {}
         return _build(files, listing, base, folder, raw, package, validate)
     except (ManifestError, yamlfile.YAMLError, OSError) as err:
@@ -205,7 +205,7 @@ def _validate_pipeline(files: PackageFiles, listing: Listing, base: str, pipelin
         if not listing.is_file(path) and not listing.is_dir(path):
             continue
         try:
-            body = files.read(path)
+            body = files.read_listed(path)
             value = json.loads(body) if ext == ".json" else yamlfile.load(body)
         except (OSError, ValueError) as err:
             raise ManifestError(f"validating ingest pipeline file failed (path: {path}): {err}") from None
@@ -220,7 +220,7 @@ def _validate_required_fields(files: PackageFiles, listing: Listing, base: str) 
     fields: list[dict[str, Any]] = []
     for entry in listing.children(f"{base}/fields"):
         try:
-            data = yamlfile.load(files.read(entry.path)) if not entry.is_dir else 0
+            data = yamlfile.load(files.read_listed(entry.path)) if not entry.is_dir else 0
         except (OSError, yamlfile.YAMLError) as err:
             raise ManifestError(f"reading file failed (path: {entry.path}): {err}") from None
         if data is None:

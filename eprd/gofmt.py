@@ -63,7 +63,7 @@ def float_json(value: float) -> str:
     """encoding/json's float64: fixed notation except below 1e-6 or from 1e21."""
     special = _special(value)
     if special is not None:
-        return special.lstrip("-") if value == 0 else special
+        return special
     sign, digits, point = _shortest(value)
     if abs(value) < 1e-6 or abs(value) >= 1e21:
         return _exponent(sign, digits, point, 1)

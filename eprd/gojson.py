@@ -7,6 +7,7 @@ newline. Floats are turned into Go's notation when documents are built
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -32,7 +33,7 @@ def encode(obj: Any) -> bytes:
 
 def number(value: float) -> int | orjson.Fragment:
     """A YAML float as Go prints it: integral values without ``.0``, Go's exponents."""
-    if value.is_integer() and abs(value) < 1e21:
+    if value.is_integer() and abs(value) < 1e21 and not (value == 0 and math.copysign(1, value) < 0):
         return int(value)
     return orjson.Fragment(float_json(value).encode())
 

@@ -125,7 +125,7 @@ class _Loader:
     def load(self) -> Package:
         if not self.listing.is_file("manifest.yml"):
             raise ManifestError("manifest.yml not found in package")
-        raw = obj(yamlfile.load_config(self.files.read("manifest.yml")), "") or {}
+        raw = obj(yamlfile.load_config(self.files.read_listed("manifest.yml")), "") or {}
         name = text(raw.get("name"), "name")
         version = text(raw.get("version"), "version")
         title = optional_text(raw.get("title"), "title")

@@ -79,7 +79,6 @@ class Registry:
 
 def make_app(registry: Registry) -> web.Application:
     app = web.Application(client_max_size=1024)
-    app["registry"] = registry
     app.router.add_route("*", "/{tail:.*}", make_dispatcher(registry))
     return app
 

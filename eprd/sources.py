@@ -93,6 +93,8 @@ def _scan_dir(folder: str, index: int, parts: tuple[str, ...], found: list[Candi
         return
     depth = len(parts) + 1
     for name in names:
+        if name.startswith("."):
+            continue  # hidden entries, e.g. the "..data" folders of Kubernetes ConfigMap volumes
         full = os.path.join(folder, name)
         here = (*parts, name)
         if not os.path.isdir(full):
@@ -133,6 +135,10 @@ class PackageFiles:
     def info(self, path: str) -> FileInfo | None:
         """Size and modification time of a file, None if it is not a file of the package."""
         raise NotImplementedError
+
+    def read_listed(self, path: str) -> bytes:
+        """Read a file :meth:`entries` listed; the loader's fast path."""
+        return self.read(path)
 
 
 def _safe_relative(path: str) -> str | None:
@@ -203,6 +209,11 @@ class DirFiles(PackageFiles):
         with open(real, "rb") as fh:
             return fh.read()
 
+    def read_listed(self, path: str) -> bytes:
+        """Read a file :meth:`entries` just listed (and checked), without resolving it again."""
+        with open(os.path.join(self.root, path), "rb") as fh:
+            return fh.read()
+
     def info(self, path: str) -> FileInfo | None:
         real = self.resolve(path)
         if real is None:
@@ -224,6 +235,10 @@ class ZipFiles(PackageFiles):
         self.location = location
         with _open_zip(location) as archive:
             infos = archive.infolist()
+        for info in infos:
+            name = info.filename.rstrip("/")
+            if name and _safe_relative(name) is None:
+                raise PackageFileError(f"unsafe entry name in zip archive: {info.filename!r}")
         self.prefix = _zip_root(infos, location)
         self._entries: list[Entry] = []
         # name -> (size, mtime); kept because zip listings are small and this avoids
@@ -238,8 +253,6 @@ class ZipFiles(PackageFiles):
             rel = rel.rstrip("/")
             if not rel:
                 continue
-            if _safe_relative(rel) is None:
-                raise PackageFileError(f"unsafe entry name in zip archive: {name!r}")
             mtime = _zip_mtime(info)
             self._entries.append(Entry(rel, is_dir, info.file_size, int(mtime * 1e9)))
             if not is_dir:

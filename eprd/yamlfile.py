@@ -2,16 +2,25 @@
 
 The reference parses manifests with Go's yaml.v2 (YAML 1.1 scalars) and then
 go-ucfg, which treats dotted keys as paths (``owner.github: x`` is
-``owner: {github: x}``) at every nesting level. PyYAML's C parser does the
-parsing; the resolver below is adjusted to yaml.v2's scalar rules.
+``owner: {github: x}``) at every nesting level.
+
+Loading YAML is most of what start-up costs, so this module takes the fast
+route through PyYAML: its C parser composes the node graph, every plain
+scalar is tagged with a cheap marker instead of running PyYAML's regex
+resolver, and a small constructor turns nodes into Python values with
+yaml.v2's scalar rules. Parsed documents are memoised by content, because
+consecutive versions of a package mostly share their files.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections import OrderedDict
 from typing import Any
 
 import yaml
+from yaml.nodes import Node, ScalarNode, SequenceNode
 
 from eprd.gofmt import go_string
 
@@ -20,72 +29,150 @@ class YAMLError(ValueError):
     """A document that is not valid YAML."""
 
 
-class _Loader(yaml.CSafeLoader):
-    """CSafeLoader with yaml.v2's implicit scalar types."""
+_PLAIN = "!eprd-plain"
+_STR = "tag:yaml.org,2002:str"
+_SEQ = "tag:yaml.org,2002:seq"
+_MAP = "tag:yaml.org,2002:map"
 
 
-# Start from the safe resolvers minus bool/int/float/timestamp, then add
-# yaml.v2's: y/n are booleans, no sexagesimal numbers, exponent floats without
-# a dot, and timestamps stay strings (yaml.v2 only makes time.Time when asked).
-_Loader.yaml_implicit_resolvers = {
-    first: [
-        (tag, regexp)
-        for tag, regexp in resolvers
-        if tag
-        not in (
-            "tag:yaml.org,2002:bool",
-            "tag:yaml.org,2002:int",
-            "tag:yaml.org,2002:float",
-            "tag:yaml.org,2002:timestamp",
-        )
-    ]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+class _Composer(yaml.CSafeLoader):
+    """The C parser and composer, with implicit resolution left to :func:`_scalar`."""
+
+    def resolve(self, kind: type, value: Any, implicit: Any) -> str:
+        if kind is ScalarNode:
+            return _PLAIN if implicit[0] else _STR
+        return _SEQ if kind is SequenceNode else _MAP
+
+
+_CONSTANTS: dict[str, Any] = {"": None, "~": None, "null": None, "Null": None, "NULL": None}
+_TRUE = ("y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON")
+_FALSE = ("n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF")
+_CONSTANTS.update(dict.fromkeys(_TRUE, True))
+_CONSTANTS.update(dict.fromkeys(_FALSE, False))
+_NUMBER_START = frozenset("-+.0123456789")
+_INT = re.compile(r"[-+]?(?:0b[01_]+|0x[0-9a-fA-F_]+|0[0-7_]+|0|[1-9][0-9_]*)")
+_FLOAT = re.compile(
+    r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)"
+)
+
+
+def _scalar(text: str) -> Any:
+    """A plain scalar with yaml.v2's implicit types (y/n booleans, no sexagesimal, no timestamps)."""
+    if text in _CONSTANTS:
+        return _CONSTANTS[text]
+    if text[0] in _NUMBER_START:
+        if _INT.fullmatch(text):
+            return _to_int(text)
+        if _FLOAT.fullmatch(text):
+            return _to_float(text)
+    return text
+
+
+def _to_int(text: str) -> int:
+    digits = text.replace("_", "")
+    sign = -1 if digits.startswith("-") else 1
+    digits = digits.lstrip("+-")
+    if digits.startswith(("0b", "0x")):
+        return sign * int(digits, 0)
+    if len(digits) > 1 and digits.startswith("0"):
+        return sign * int(digits, 8)  # YAML 1.1 octal
+    return sign * int(digits)
+
+
+def _to_float(text: str) -> float:
+    lowered = text.lower()
+    if lowered.endswith(".inf"):
+        return float("-inf") if lowered.startswith("-") else float("inf")
+    if lowered == ".nan":
+        return float("nan")
+    return float(text.replace("_", ""))
+
+
+_EXPLICIT = {
+    "tag:yaml.org,2002:int": lambda text: _to_int(text),
+    "tag:yaml.org,2002:float": lambda text: _to_float(text),
+    "tag:yaml.org,2002:bool": lambda text: bool(_CONSTANTS.get(text, text)),
+    "tag:yaml.org,2002:null": lambda text: None,
 }
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool",
-    re.compile(r"^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF)$"),
-    list("yYnNtTfFoO"),
-)
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:int",
-    re.compile(r"^(?:[-+]?0b[01_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
-    list("-+0123456789"),
-)
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
-        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
-    ),
-    list("-+.0123456789"),
-)
-
-_BOOLS = {
-    **dict.fromkeys(("y", "yes", "true", "on"), True),
-    **dict.fromkeys(("n", "no", "false", "off"), False),
-}
 
 
-def _construct_bool(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> bool:
-    return _BOOLS[loader.construct_scalar(node).lower()]
+def _build(node: Node, built: dict[int, Any]) -> Any:
+    known = built.get(id(node))
+    if known is not None:
+        return known  # an alias of an anchored node
+    if isinstance(node, ScalarNode):
+        if node.tag == _PLAIN:
+            return _scalar(node.value)
+        convert = _EXPLICIT.get(node.tag)
+        return convert(node.value) if convert is not None else node.value
+    if isinstance(node, SequenceNode):
+        items: list[Any] = []
+        built[id(node)] = items
+        items.extend(_build(child, built) for child in node.value)
+        return items
+    mapping: dict[Any, Any] = {}
+    built[id(node)] = mapping
+    merged: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        if isinstance(key_node, ScalarNode) and key_node.tag in (_PLAIN, "tag:yaml.org,2002:merge") and (
+            key_node.value == "<<"
+        ):
+            for source in value_node.value if isinstance(value_node, SequenceNode) else [value_node]:
+                value = _build(source, built)
+                if not isinstance(value, dict):
+                    raise YAMLError("expected a mapping for merging")
+                merged = {**value, **merged}
+            continue
+        key = _build(key_node, built)
+        try:
+            mapping[key] = _build(value_node, built)
+        except TypeError:
+            raise YAMLError(f"found unhashable key at line {key_node.start_mark.line + 1}") from None
+    for key, value in merged.items():
+        mapping.setdefault(key, value)
+    return mapping
 
 
-_Loader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
+_MEMO: OrderedDict[bytes, Any] = OrderedDict()
+_MEMO_SIZE = 4096
 
 
 def load(data: bytes | str) -> Any:
-    """Parse one YAML document with yaml.v2 scalar rules (no key expansion)."""
-    try:
-        return yaml.load(data, Loader=_Loader)  # a CSafeLoader subclass
-    except yaml.YAMLError as err:
-        raise YAMLError(str(err).replace("\n", " ")) from None
-    except (ValueError, KeyError, TypeError) as err:  # e.g. a malformed number
-        raise YAMLError(f"invalid scalar: {err}") from None
+    """Parse one YAML document with yaml.v2 scalar rules (no key expansion).
+
+    The result may be shared with other callers that loaded the same bytes: treat it as read-only.
+    """
+    return _memoised(data, expand=False)
 
 
 def load_config(data: bytes | str) -> Any:
-    """Parse YAML as go-ucfg sees it: dotted keys become nested objects."""
-    return expand_dotted(load(data))
+    """Parse YAML as go-ucfg sees it: dotted keys become nested objects (read-only, like :func:`load`)."""
+    return _memoised(data, expand=True)
+
+
+def _memoised(data: bytes | str, expand: bool) -> Any:
+    raw = data.encode() if isinstance(data, str) else data
+    key = hashlib.blake2b(raw, digest_size=16, person=b"cfg" if expand else b"").digest()
+    if key in _MEMO:
+        _MEMO.move_to_end(key)
+        return _MEMO[key]
+    value = _parse(raw)
+    if expand:
+        value = expand_dotted(value)
+    _MEMO[key] = value
+    if len(_MEMO) > _MEMO_SIZE:
+        _MEMO.popitem(last=False)
+    return value
+
+
+def _parse(raw: bytes) -> Any:
+    try:
+        node = yaml.compose(raw, Loader=_Composer)  # a CSafeLoader subclass
+        return None if node is None else _build(node, {})
+    except yaml.YAMLError as err:
+        raise YAMLError(str(err).replace("\n", " ")) from None
+    except (ValueError, TypeError, RecursionError) as err:
+        raise YAMLError(f"invalid YAML value: {err}") from None
 
 
 def expand_dotted(value: Any) -> Any:
