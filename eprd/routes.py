@@ -173,7 +173,7 @@ async def static_file(
         real = files.resolve(path)
         if real is None:
             return text_error(404, "resource not found", cache)
-        return httpfiles.file_response(real, _headers(cache), _disk_content_type(real))
+        return httpfiles.DiskFileResponse(real, _headers(cache), _disk_content_type(real))
     info = files.info(path)
     if info is None:
         return text_error(404, "resource not found", cache)
@@ -227,7 +227,7 @@ async def _archive(
     except OSError:
         log.exception("cannot build archive", extra={"file.path": item.package.location})
         return text_error(500, "internal server error", cache)
-    return httpfiles.file_response(path, _headers(cache), ctype)
+    return httpfiles.DiskFileResponse(path, _headers(cache), ctype)
 
 
 async def signature(
@@ -243,7 +243,7 @@ async def signature(
     sig = item.package.signature
     if sig is None or not os.path.isfile(sig):
         return text_error(500, "internal server error", cache)
-    return httpfiles.file_response(sig, _headers(cache), httpfiles.content_type(sig))
+    return httpfiles.DiskFileResponse(sig, _headers(cache), httpfiles.content_type(sig))
 
 
 # --- routing --------------------------------------------------------------------------------

@@ -114,8 +114,10 @@ def _build(node: Node, built: dict[int, Any]) -> Any:
     built[id(node)] = mapping
     merged: dict[Any, Any] = {}
     for key_node, value_node in node.value:
-        if isinstance(key_node, ScalarNode) and key_node.tag in (_PLAIN, "tag:yaml.org,2002:merge") and (
-            key_node.value == "<<"
+        if (
+            isinstance(key_node, ScalarNode)
+            and key_node.tag in (_PLAIN, "tag:yaml.org,2002:merge")
+            and (key_node.value == "<<")
         ):
             for source in value_node.value if isinstance(value_node, SequenceNode) else [value_node]:
                 value = _build(source, built)
