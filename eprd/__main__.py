@@ -1,3 +1,4 @@
 from eprd.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # worker processes re-import this module under another name
+    raise SystemExit(main())

@@ -9,6 +9,7 @@ layer then sends the file with sendfile, Content-Length and Range support.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import logging
 import os
@@ -16,6 +17,7 @@ import tarfile
 import tempfile
 import time
 import zipfile
+from collections import OrderedDict
 
 from eprd.package import Package
 from eprd.sources import PackageFiles, ZipFiles
@@ -33,10 +35,33 @@ def top_folder(package: Package) -> str:
     return f"{package.name}-{package.version}"
 
 
-def _dos_time(mtime_ns: int) -> tuple[int, int, int, int, int, int]:
+def _dos_time(mtime: float) -> tuple[int, int, int, int, int, int]:
     # Zip timestamps cannot go before 1980; clamp rather than fail the download.
-    stamp = time.gmtime(max(mtime_ns / 1e9, 315532800))
+    stamp = time.gmtime(max(mtime, 315532800))
     return stamp[:6]
+
+
+def _mtime(files: PackageFiles, path: str) -> float:
+    info = files.info(path)
+    if info is not None:
+        return info.mtime
+    try:  # folders
+        return os.stat(os.path.join(files.location, path)).st_mtime
+    except OSError:
+        return 0.0
+
+
+def content_key(files: PackageFiles) -> str:
+    """A digest of the package's current files: names, sizes and modification times."""
+    digest = hashlib.blake2b(digest_size=16)
+    st = os.stat(files.location)
+    digest.update(f"{files.kind}\0{files.location}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    if files.kind == "dir":
+        for entry in files.entries():
+            info = None if entry.is_dir else files.info(entry.path)
+            size, mtime = (info.size, info.mtime) if info else (0, 0.0)
+            digest.update(f"{entry.path}\0{entry.is_dir:d}\0{size}\0{mtime!r}\n".encode())
+    return digest.hexdigest()
 
 
 def write_zip(files: PackageFiles, top: str, out: io.BufferedIOBase) -> None:
@@ -44,7 +69,7 @@ def write_zip(files: PackageFiles, top: str, out: io.BufferedIOBase) -> None:
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for entry in files.entries():
             info = zipfile.ZipInfo(
-                f"{top}/{entry.path}" + ("/" if entry.is_dir else ""), _dos_time(entry.mtime_ns)
+                f"{top}/{entry.path}" + ("/" if entry.is_dir else ""), _dos_time(_mtime(files, entry.path))
             )
             if entry.is_dir:
                 info.external_attr = (0o40755 << 16) | 0x10
@@ -60,7 +85,7 @@ def write_tar_gz(files: PackageFiles, top: str, out: io.BufferedIOBase) -> None:
     with tarfile.open(fileobj=out, mode="w:gz", format=tarfile.PAX_FORMAT) as archive:
         for entry in files.entries():
             info = tarfile.TarInfo(f"{top}/{entry.path}")
-            info.mtime = entry.mtime_ns // 1_000_000_000
+            info.mtime = int(_mtime(files, entry.path))
             if entry.is_dir:
                 info.type = tarfile.DIRTYPE
                 info.mode = 0o755
@@ -79,15 +104,27 @@ class ArchiveStore:
         self.folder = folder
         os.makedirs(folder, exist_ok=True)
         self._building: dict[str, asyncio.Future[str]] = {}
+        # Content key per loaded package. A package object is replaced when the watcher sees its
+        # files change, so the key is worked out once per package object, not per download.
+        self._keys: OrderedDict[int, tuple[Package, str]] = OrderedDict()
 
-    def path_for(self, package: Package, fmt: str) -> str:
-        return os.path.join(self.folder, f"{package.content_key}.{fmt}")
+    async def _key(self, package: Package) -> str:
+        known = self._keys.get(id(package))
+        if known is not None and known[0] is package:
+            self._keys.move_to_end(id(package))
+            return known[1]
+        key = await asyncio.get_running_loop().run_in_executor(None, content_key, package.files)
+        self._keys[id(package)] = (package, key)
+        if len(self._keys) > 4096:
+            self._keys.popitem(last=False)
+        return key
 
     async def get(self, package: Package, fmt: str) -> str:
         """The path of the ``fmt`` archive of ``package``, building it if needed."""
         if fmt == ZIP and isinstance(package.files, ZipFiles):
             return package.files.location
-        path = self.path_for(package, fmt)
+        key = await self._key(package)
+        path = os.path.join(self.folder, f"{key}.{fmt}")
         if os.path.exists(path):
             return path
         pending = self._building.get(path)

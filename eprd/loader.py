@@ -10,11 +10,14 @@ the pure :func:`eprd.snapshot.build_snapshot`.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
+from eprd import indexcache
 from eprd.package import LoadOptions, Package, PackageError, load_package
 from eprd.snapshot import Snapshot, build_snapshot
 from eprd.sources import Candidate, candidate_at, scan, scan_within
@@ -36,34 +39,109 @@ class Changes:
         return bool(self.added or self.changed or self.removed or self.rejected)
 
 
-def load_one(location: str, options: LoadOptions) -> Package | PackageError:
-    """Load a candidate; an invalid one is logged once and returned as the error."""
-    try:
-        return load_package(location, options)
-    except PackageError as err:
-        log.error(
-            "invalid package version, not served: %s",
-            err.reason,
-            extra={"file.path": err.location, "error.message": err.reason},
-        )
-        return err
+# Below this many versions, starting worker processes costs more than it saves.
+PARALLEL_MIN = 64
+
+# What a package's content was derived from and their stamp; None when it must not be cached.
+Stamped = tuple[tuple[str, ...], indexcache.Stamp] | None
+Loaded = tuple[str, Package | PackageError, Stamped]
+
+
+def _log_rejection(err: PackageError) -> None:
+    log.error(
+        "invalid package version, not served: %s",
+        err.reason,
+        extra={"file.path": err.location, "error.message": err.reason},
+    )
+
+
+def _load_chunk(locations: list[str], options: LoadOptions) -> list[Loaded]:
+    """Load candidates in a worker process (or in this one)."""
+    out = []
+    for location in locations:
+        started = time.time_ns()
+        result, inputs = load_package(location, options)
+        out.append((location, result, _stamped(inputs, started)))
+    return out
+
+
+def _stamped(inputs: tuple[str, ...], started_ns: int) -> Stamped:
+    """The inputs' stamp, unless one changed while it was read (then it must not be cached)."""
+    if not inputs:
+        return None
+    stamp = indexcache.stamp(inputs)
+    if any(s is not None and s[3] >= started_ns for s in stamp):
+        return None
+    return inputs, stamp
+
+
+def load_many(locations: list[str], options: LoadOptions, workers: int) -> list[Loaded]:
+    """Load candidates, in ``workers`` processes when there are enough of them."""
+    if workers <= 1 or len(locations) < PARALLEL_MIN:
+        return _load_chunk(locations, options)
+    # Versions of one package share most files; keeping them in one process makes the YAML memo hit.
+    by_folder: dict[str, list[str]] = {}
+    for location in locations:
+        by_folder.setdefault(os.path.dirname(location), []).append(location)
+    chunks: list[list[str]] = [[] for _ in range(workers * 4)]
+    for group in sorted(by_folder.values(), key=len, reverse=True):
+        min(chunks, key=len).extend(group)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [pool.submit(_load_chunk, chunk, options) for chunk in chunks if chunk]
+        return [item for future in futures for item in future.result()]
 
 
 class Collection:
     """The candidates under the package paths and the last good package of each."""
 
-    def __init__(self, package_paths: Sequence[str], options: LoadOptions) -> None:
+    def __init__(
+        self,
+        package_paths: Sequence[str],
+        options: LoadOptions,
+        *,
+        workers: int = 1,
+        cache_folder: str | None = None,
+    ) -> None:
         self.paths = tuple(os.path.abspath(p) for p in package_paths)
         self.options = options
+        self.workers = workers
+        self.cache_file = indexcache.cache_file(cache_folder, self.paths, options) if cache_folder else None
         self.candidates: dict[str, Candidate] = {}
         self.packages: dict[str, Package] = {}  # location -> last good package
         self.rejected: dict[str, PackageError] = {}  # location -> why its current content is not served
+        self.cached: dict[str, indexcache.Cached] = {}  # location -> what the index cache holds for it
+        self.reused = 0  # versions taken from the index cache by the last load_all
 
     def load_all(self) -> Changes:
-        """Scan every package path and load every candidate."""
+        """Scan every package path and load every candidate, reusing index cache entries still fresh."""
         found = scan(self.paths)
         self.candidates = {c.location: c for c in found}
-        return self._reload([c.location for c in found])
+        previous = indexcache.read(self.cache_file) if self.cache_file else {}
+        fresh = {
+            c.location: previous[c.location]
+            for c in found
+            if c.location in previous and indexcache.is_fresh(previous[c.location])
+        }
+        self.reused = len(fresh)
+        for location, entry in fresh.items():
+            self._store(location, entry.result, (entry.inputs, entry.stamp), Changes())
+        changes = self._reload([c.location for c in found if c.location not in fresh])
+        changes.added.extend(loc for loc, e in fresh.items() if not isinstance(e.result, PackageError))
+        changes.rejected.extend(loc for loc, e in fresh.items() if isinstance(e.result, PackageError))
+        self.save_cache()
+        return changes
+
+    def save_cache(self) -> None:
+        """Write what is loaded now to the index cache (no-op without a cache folder)."""
+        if self.cache_file is None:
+            return
+        try:
+            indexcache.write(
+                self.cache_file, {loc: self.cached[loc] for loc in self.candidates if loc in self.cached}
+            )
+        except OSError as err:
+            log.warning("cannot write the index cache %s: %s", self.cache_file, err)
 
     def snapshot(self, generation: int = 1, previous: Snapshot | None = None) -> Snapshot:
         """A snapshot of the last good packages, zips before folders, each in discovery order."""
@@ -119,6 +197,7 @@ class Collection:
 
     def _reload(self, locations: list[str]) -> Changes:
         changes = Changes()
+        present = []
         for location in locations:
             candidate = self._current_candidate(location)
             if candidate is None:
@@ -126,17 +205,29 @@ class Collection:
                     changes.removed.append(location)
                 self.packages.pop(location, None)
                 self.rejected.pop(location, None)
+                self.cached.pop(location, None)
                 continue
             self.candidates[location] = candidate
-            result = load_one(location, self.options)
-            if isinstance(result, PackageError):
-                self.rejected[location] = result  # the last good version, if any, stays served
-                changes.rejected.append(location)
-                continue
-            self.rejected.pop(location, None)
-            (changes.changed if location in self.packages else changes.added).append(location)
-            self.packages[location] = result
+            present.append(location)
+        for location, result, stamped in load_many(present, self.options, self.workers):
+            self._store(location, result, stamped, changes)
         return changes
+
+    def _store(
+        self, location: str, result: Package | PackageError, stamped: Stamped, changes: Changes
+    ) -> None:
+        if stamped is not None:
+            self.cached[location] = indexcache.Cached(stamped[0], stamped[1], result)
+        else:
+            self.cached.pop(location, None)
+        if isinstance(result, PackageError):
+            _log_rejection(result)
+            self.rejected[location] = result  # the last good version, if any, stays served
+            changes.rejected.append(location)
+            return
+        self.rejected.pop(location, None)
+        (changes.changed if location in self.packages else changes.added).append(location)
+        self.packages[location] = result
 
     def _current_candidate(self, location: str) -> Candidate | None:
         for index, root in enumerate(self.paths):

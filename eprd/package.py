@@ -10,7 +10,6 @@ because that block can be inherited from another version (§1.4).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -48,7 +47,7 @@ from eprd.manifest import (
     texts,
     variables_doc,
 )
-from eprd.sources import PackageFileError, PackageFiles, open_package, signature_path
+from eprd.sources import DirFiles, PackageFileError, PackageFiles, open_package, signature_path
 from eprd.versions import Constraint, VersionError, is_prerelease, parse_strict, sort_key
 
 log = logging.getLogger("eprd.package")
@@ -64,6 +63,9 @@ class PackageError(ValueError):
         super().__init__(f"{location}: {reason}")
         self.location = location
         self.reason = reason
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return (PackageError, (self.location, self.reason))
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,22 +100,39 @@ class Package:
     doc_tail: bytes  # ... and after it
     files: PackageFiles = field(repr=False)
     location: str
-    content_key: str  # changes whenever any file of the package changes
     signature: str | None  # filesystem path of the detached signature
 
 
-def load_package(location: str, options: LoadOptions) -> Package:
-    """Load the package at ``location`` (a version folder or a zip); raises PackageError."""
+def load_package(location: str, options: LoadOptions) -> tuple[Package | PackageError, tuple[str, ...]]:
+    """Load the package at ``location`` (a version folder or a zip).
+
+    Returns the package, or the error that makes it invalid, and the paths its content was
+    derived from (empty when not even its file list could be read), for the index cache.
+    """
+    files: PackageFiles | None = None
+    listing: Listing | None = None
     try:
         files = open_package(location)
         listing = Listing(files.entries())
-        return _Loader(files, listing, options).load()
-    except PackageError:
-        raise
+        result: Package | PackageError = _Loader(files, listing, options).load()
     except (PackageFileError, ManifestError, DataStreamError, yamlfile.YAMLError, VersionError) as err:
-        raise PackageError(location, str(err)) from None
+        result = PackageError(location, str(err))
     except OSError as err:
-        raise PackageError(location, f"{err.strerror or err}: {err.filename or ''}".rstrip(": ")) from None
+        result = PackageError(location, f"{err.strerror or err}: {err.filename or ''}".rstrip(": "))
+    if files is None or listing is None:
+        return result, ()
+    return result, _inputs(files, listing)
+
+
+def _inputs(files: PackageFiles, listing: Listing) -> tuple[str, ...]:
+    """The folder, its sub-folders, the files read and the signature: what the result depends on."""
+    location = files.location
+    paths = [location, location.rstrip("/") + ".sig"]
+    if isinstance(files, DirFiles):
+        paths.extend(os.path.join(location, folder) for folder in sorted(listing.dirs))
+        paths.extend(os.path.join(location, read) for read in sorted(files.reads))
+        files.reads.clear()
+    return tuple(paths)
 
 
 class _Loader:
@@ -237,7 +256,6 @@ class _Loader:
             doc_tail=encode_members(tail),
             files=self.files,
             location=self.files.location,
-            content_key=content_key(self.files, self.listing),
             signature=signature,
         )
 
@@ -516,18 +534,6 @@ class _Loader:
                     continue
                 assets.append(f"{url}/{entry.path}")
         return assets
-
-
-def content_key(files: PackageFiles, listing: Listing) -> str:
-    """A digest of every entry's name, size and modification time (and of the zip itself)."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{files.kind}\0{files.location}\0".encode())
-    if files.kind == "zip":
-        st = os.stat(files.location)
-        digest.update(f"{st.st_size}\0{st.st_mtime_ns}\0".encode())
-    for entry in listing.entries:
-        digest.update(f"{entry.path}\0{entry.is_dir:d}\0{entry.size}\0{entry.mtime_ns}\n".encode())
-    return digest.hexdigest()
 
 
 def _depth_groups(listing: Listing) -> list[list[Any]]:

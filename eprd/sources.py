@@ -36,14 +36,13 @@ class Entry:
 
     path: str
     is_dir: bool
-    size: int = 0
-    mtime_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class FileInfo:
     size: int
     mtime: float  # seconds since the epoch; 0 when unknown
+    crc: int = 0  # CRC-32 of the content, for files inside zips
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +158,7 @@ class DirFiles(PackageFiles):
     def __init__(self, location: str) -> None:
         self.location = location
         self.root = os.path.realpath(location)
+        self.reads: set[str] = set()  # files read by the loader, for the index cache
 
     def entries(self) -> list[Entry]:
         out: list[Entry] = []
@@ -166,21 +166,23 @@ class DirFiles(PackageFiles):
         return out
 
     def _walk(self, prefix: str, out: list[Entry]) -> None:
+        # Names and types only (from the directory listing itself): no stat per file.
         folder = os.path.join(self.root, prefix) if prefix else self.root
         with os.scandir(folder) as it:
             items = sorted(it, key=lambda e: e.name)
         for item in items:
             rel = f"{prefix}{item.name}"
-            st = item.stat(follow_symlinks=False)
-            if stat.S_ISLNK(st.st_mode):
-                st = self._check_link(rel)
-            if stat.S_ISDIR(st.st_mode):
-                out.append(Entry(rel, True, 0, st.st_mtime_ns))
+            if item.is_symlink():
+                self._check_link(rel)
+                out.append(Entry(rel, False))
+            elif item.is_dir(follow_symlinks=False):
+                out.append(Entry(rel, True))
                 self._walk(rel + "/", out)
-            elif stat.S_ISREG(st.st_mode):
-                out.append(Entry(rel, False, st.st_size, st.st_mtime_ns))
+            elif item.is_file(follow_symlinks=False):
+                out.append(Entry(rel, False))
 
-    def _check_link(self, rel: str) -> os.stat_result:
+    def _check_link(self, rel: str) -> None:
+        """Symlinks may only point at files inside the package."""
         target = os.path.realpath(os.path.join(self.root, rel))
         if not _inside(target, self.root):
             raise PackageFileError(f"symlink {rel} points outside the package")
@@ -190,7 +192,6 @@ class DirFiles(PackageFiles):
             raise PackageFileError(f"broken symlink {rel}") from err
         if stat.S_ISDIR(st.st_mode):
             raise PackageFileError(f"symlinked folder {rel} is not supported")
-        return st
 
     def resolve(self, path: str) -> str | None:
         """The real path of a package file, or None if it is missing or outside the package."""
@@ -211,6 +212,7 @@ class DirFiles(PackageFiles):
 
     def read_listed(self, path: str) -> bytes:
         """Read a file :meth:`entries` just listed (and checked), without resolving it again."""
+        self.reads.add(path)
         with open(os.path.join(self.root, path), "rb") as fh:
             return fh.read()
 
@@ -253,10 +255,9 @@ class ZipFiles(PackageFiles):
             rel = rel.rstrip("/")
             if not rel:
                 continue
-            mtime = _zip_mtime(info)
-            self._entries.append(Entry(rel, is_dir, info.file_size, int(mtime * 1e9)))
+            self._entries.append(Entry(rel, is_dir))
             if not is_dir:
-                self._files[rel] = FileInfo(info.file_size, mtime)
+                self._files[rel] = FileInfo(info.file_size, _zip_mtime(info), info.CRC)
 
     def entries(self) -> list[Entry]:
         return list(self._entries)

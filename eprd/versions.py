@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable
+from typing import Any
 
 import semver
 
@@ -275,6 +276,10 @@ class Constraint:
             terms = tuple(_parse_term(piece) for piece in pieces)
             alternatives.append((any(term.pre for term in terms), terms))
         return cls(text, tuple(alternatives))
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        # Terms hold operator functions; re-parsing the text is the portable way to pickle.
+        return (Constraint.parse, (self.text,))
 
     def check(self, v: semver.Version) -> bool:
         """Whether ``v`` satisfies at least one alternative."""

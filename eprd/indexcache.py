@@ -1,0 +1,88 @@
+"""The on-disk index cache: a restart re-reads only the package versions that changed.
+
+Each loaded package version is stored with the list of paths its content was
+derived from (the version folder, every sub-folder, the files that were read,
+the signature) and a stamp of those paths (inode, size, mtime, ctime). Any
+file added, removed or renamed changes a folder's stamp; any file read
+changes its own. ctime cannot be set from user space, so tools that restore
+modification times (``cp -p``, ``rsync -a``) still invalidate the entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import tempfile
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from eprd import __version__
+
+log = logging.getLogger("eprd.indexcache")
+
+FORMAT = 2
+Stamp = tuple[tuple[int, int, int, int] | None, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Cached:
+    """One package version as loaded: what it was read from and what came out."""
+
+    inputs: tuple[str, ...]  # absolute paths
+    stamp: Stamp
+    result: Any  # a Package or a PackageError
+
+
+def stamp(paths: tuple[str, ...]) -> Stamp:
+    """The identity of ``paths`` now: inode, size, mtime and ctime of each (None if missing)."""
+    out: list[tuple[int, int, int, int] | None] = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            out.append(None)
+            continue
+        out.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(out)
+
+
+def is_fresh(entry: Cached) -> bool:
+    return stamp(entry.inputs) == entry.stamp
+
+
+def cache_file(folder: str, package_paths: tuple[str, ...], options: Any) -> str:
+    """One cache file per package paths + load options + eprd version."""
+    key = hashlib.blake2b(repr((FORMAT, __version__, package_paths, options)).encode(), digest_size=10)
+    return os.path.join(folder, f"index-{key.hexdigest()}.bin")
+
+
+def read(path: str) -> dict[str, Cached]:
+    """The cached entries by location; empty when there is no usable cache."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        entries = pickle.loads(zlib.decompress(data))  # written by this module only, in eprd's cache dir
+    except FileNotFoundError:
+        return {}
+    except Exception as err:
+        log.warning("ignoring unreadable index cache %s: %s", path, err)
+        return {}
+    return entries if isinstance(entries, dict) else {}
+
+
+def write(path: str, entries: dict[str, Cached]) -> None:
+    """Replace the cache file atomically."""
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    data = zlib.compress(pickle.dumps(entries, protocol=pickle.HIGHEST_PROTOCOL), 1)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".index-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
