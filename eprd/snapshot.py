@@ -27,12 +27,16 @@ DIR_INDEXER = "FileSystemIndexer"
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Indexed:
-    """A package as served: its effective ``deprecated`` block and encoded documents."""
+    """A package as served: its effective ``deprecated`` block and its encoded /search entry."""
 
     package: Package
     deprecated: dict[str, Any] | None
     entry: bytes  # /search entry
-    document: bytes  # /package/{n}/{v}/ body
+
+    @property
+    def document(self) -> bytes:
+        """The /package/{n}/{v}/ body, joined from pre-encoded parts (responses cache it)."""
+        return render_document(self.package, self.deprecated)
 
 
 class Body:
@@ -161,6 +165,4 @@ def _indexed(package: Package, deprecated: dict[str, Any] | None, reuse: dict[in
     old = reuse.get(id(package))
     if old is not None and old.package is package and old.deprecated == deprecated:
         return old
-    return Indexed(
-        package, deprecated, render_entry(package, deprecated), render_document(package, deprecated)
-    )
+    return Indexed(package, deprecated, render_entry(package, deprecated))
