@@ -10,11 +10,14 @@ assignment. Requests in flight keep the snapshot they started with.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import watchfiles
 
@@ -62,7 +65,7 @@ class Watcher:
         self.step_ms = step_ms
         self.debounce_ms = debounce_ms
         self.stats = WatchStats()
-        self.stop_event = asyncio.Event()
+        self._stop = threading.Event()
         self.on_rebuild: list[Callable[[Changes, float], None]] = []
 
     async def run(self) -> None:
@@ -71,31 +74,71 @@ class Watcher:
         if not paths:
             log.warning("no existing package path to watch; live reload is off")
             return
+        loop = asyncio.get_running_loop()
+        batches: asyncio.Queue[set[str] | BaseException | None] = asyncio.Queue()
+        # Setting up inotify watches on a large tree takes seconds: it runs in its own thread so
+        # the event loop keeps answering requests meanwhile.
+        thread = threading.Thread(
+            target=self._produce, args=(paths, loop, batches), name="eprd-watcher", daemon=True
+        )
+        thread.start()
         self.stats.running = True
         try:
-            async for batch in watchfiles.awatch(
+            while (item := await batches.get()) is not None:
+                if isinstance(item, BaseException):
+                    self._failed(item)
+                    break
+                changed = set(item)
+                while not batches.empty():  # batches that queued up during a rebuild are one batch
+                    more = batches.get_nowait()
+                    if not isinstance(more, set):
+                        batches.put_nowait(more)
+                        break
+                    changed |= more
+                await self._rebuild(sorted(changed))
+        finally:
+            self.stats.running = False
+            self._stop.set()
+            await asyncio.to_thread(thread.join, 10)
+
+    def _produce(
+        self, paths: list[str], loop: asyncio.AbstractEventLoop, batches: asyncio.Queue[Any]
+    ) -> None:
+        """The watch thread: hands each batch of changed paths to the event loop."""
+
+        def hand_over(item: object) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed at shutdown
+                loop.call_soon_threadsafe(batches.put_nowait, item)
+
+        try:
+            for batch in watchfiles.watch(
                 *paths,
                 debounce=self.debounce_ms,
                 step=self.step_ms,
-                stop_event=self.stop_event,
+                stop_event=self._stop,
+                rust_timeout=500,
                 force_polling=self.poll,
                 poll_delay_ms=300,
                 ignore_permission_denied=True,
+                raise_interrupt=False,
             ):
-                await self._rebuild(sorted({path for _, path in batch}))
-        except Exception as err:
-            self.stats.error = str(err)
-            log.warning(
-                "cannot watch package paths, live reload is off: %s. If the inotify watch limit is reached, "
-                "raise fs.inotify.max_user_watches (sysctl) or start eprd with -package-paths-watcher-poll",
-                err,
-                extra={"error.message": str(err)},
-            )
+                hand_over({path for _, path in batch})
+        except Exception as err:  # reported on the loop; the registry keeps serving
+            hand_over(err)
         finally:
-            self.stats.running = False
+            hand_over(None)
+
+    def _failed(self, err: BaseException) -> None:
+        self.stats.error = str(err)
+        log.warning(
+            "cannot watch package paths, live reload is off: %s. If the inotify watch limit is reached, "
+            "raise fs.inotify.max_user_watches (sysctl) or start eprd with -package-paths-watcher-poll",
+            err,
+            extra={"error.message": str(err)},
+        )
 
     def stop(self) -> None:
-        self.stop_event.set()
+        self._stop.set()
 
     async def _rebuild(self, paths: list[str]) -> None:
         started = time.monotonic()
