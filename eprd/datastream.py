@@ -12,7 +12,9 @@ from eprd.ingestion import ingestion_method
 from eprd.listing import Listing
 from eprd.manifest import (
     OMIT_NULL,
+    VALID_RELEASES,
     ManifestError,
+    agent_doc,
     deprecated_doc,
     flag,
     free_form,
@@ -27,7 +29,6 @@ from eprd.manifest import (
 from eprd.sources import PackageFiles
 
 VALID_TYPES = ("logs", "metrics", "synthetics", "traces")
-VALID_RELEASES = ("experimental", "beta", "ga")
 DEFAULT_PIPELINES = ("default.json", "default.yml")
 REQUIRED_FIELDS = (
     ("data_stream.type", "constant_keyword"),
@@ -127,7 +128,7 @@ def _build(
     put(doc, "streams", streams)
     put(doc, "package", package["name"])
     put(doc, "elasticsearch", es_doc, OMIT_NULL)
-    put(doc, "agent", _agent_doc(raw.get("agent")), OMIT_NULL)
+    put(doc, "agent", agent_doc(raw.get("agent")), OMIT_NULL)
     put(doc, "path", folder)
     put(doc, "deprecated", deprecated_doc(raw.get("deprecated"), "deprecated"), OMIT_NULL)
     return doc
@@ -155,18 +156,6 @@ def _insert_pipeline_name(es_doc: dict[str, Any]) -> dict[str, Any]:
     order = ("index_template.settings", "index_template.mappings", "ingest_pipeline.name", "privileges")
     merged = {**es_doc, "ingest_pipeline.name": "default"}
     return {key: merged[key] for key in order if key in merged}
-
-
-def _agent_doc(value: Any) -> dict[str, Any] | None:
-    raw = obj(value, "agent")
-    if raw is None:
-        return None
-    doc: dict[str, Any] = {}
-    privileges = obj(raw.get("privileges"), "agent.privileges")
-    if privileges is not None:
-        doc["privileges"] = {}
-        put(doc["privileges"], "root", flag(privileges.get("root"), "agent.privileges.root"))
-    return doc
 
 
 # --- validation (skipped with -disable-package-validation) -----------------------------------

@@ -20,6 +20,9 @@ OMIT_NULL = "omit-null"  # pointer with ``omitempty``: drop only when absent
 ALWAYS = "always"
 
 
+VALID_RELEASES = ("experimental", "beta", "ga")
+
+
 class ManifestError(ValueError):
     """A manifest value of the wrong type or a missing required key."""
 
@@ -214,3 +217,16 @@ def name_list_doc(value: Any, where: str) -> list[dict[str, str]]:
         {"name": required(raw.get("name"), f"{where}.{i}.name")}
         for i, raw in enumerate(objects(value, where))
     ]
+
+
+def agent_doc(value: Any) -> dict[str, Any] | None:
+    """``agent.privileges.root``, the same shape for packages and data streams."""
+    raw = obj(value, "agent")
+    if raw is None:
+        return None
+    doc: dict[str, Any] = {}
+    privileges = obj(raw.get("privileges"), "agent.privileges")
+    if privileges is not None:
+        doc["privileges"] = {}
+        put(doc["privileges"], "root", flag(privileges.get("root"), "agent.privileges.root"))
+    return doc

@@ -30,7 +30,9 @@ from eprd.ingestion import ingestion_method
 from eprd.listing import Listing
 from eprd.manifest import (
     OMIT_NULL,
+    VALID_RELEASES,
     ManifestError,
+    agent_doc,
     deployment_modes_doc,
     deprecated_doc,
     flag,
@@ -52,7 +54,6 @@ from eprd.versions import Constraint, VersionError, is_prerelease, parse_strict,
 
 log = logging.getLogger("eprd.package")
 
-VALID_RELEASES = ("experimental", "beta", "ga")
 AGENTLESS_RELEASES = ("beta", "ga")
 
 
@@ -230,7 +231,7 @@ class _Loader:
         put(tail, "data_streams", data_streams)
         put(tail, "vars", variables_doc(raw.get("vars"), "vars"))
         put(tail, "elasticsearch", self._package_elasticsearch(raw.get("elasticsearch")), OMIT_NULL)
-        put(tail, "agent", self._package_agent(raw.get("agent")), OMIT_NULL)
+        put(tail, "agent", agent_doc(raw.get("agent")), OMIT_NULL)
 
         return Package(
             name=name,
@@ -435,17 +436,6 @@ class _Loader:
                 "cluster",
                 texts(privileges.get("cluster"), "elasticsearch.privileges.cluster"),
             )
-        return doc
-
-    def _package_agent(self, value: Any) -> dict[str, Any] | None:
-        raw = obj(value, "agent")
-        if raw is None:
-            return None
-        doc: dict[str, Any] = {}
-        privileges = obj(raw.get("privileges"), "agent.privileges")
-        if privileges is not None:
-            doc["privileges"] = {}
-            put(doc["privileges"], "root", flag(privileges.get("root"), "agent.privileges.root"))
         return doc
 
     def _policy_template(
