@@ -98,7 +98,12 @@ def cache_dir(options: flags.Options) -> str:
 
 async def _serve(config: Config, options: flags.Options, load_options: LoadOptions) -> int:
     log.info("eprd starting", extra={"service.version": __version__, "eprd.api_version": API_VERSION})
-    collection = Collection(config.package_paths, load_options)
+    collection = Collection(
+        config.package_paths,
+        load_options,
+        workers=options["package-paths-workers"],
+        cache_folder=os.path.join(cache_dir(options), "index"),
+    )
     started = time.monotonic()
     await asyncio.to_thread(collection.load_all)
     snapshot = await asyncio.to_thread(collection.snapshot)
@@ -107,6 +112,7 @@ async def _serve(config: Config, options: flags.Options, load_options: LoadOptio
         extra={
             "packages.served": len(snapshot),
             "packages.rejected": len(collection.rejected),
+            "packages.from_cache": collection.reused,
             "event.duration": int((time.monotonic() - started) * 1e9),
         },
     )
@@ -172,6 +178,7 @@ async def _serve(config: Config, options: flags.Options, load_options: LoadOptio
     if watch_task is not None:
         registry.watcher.stop()
         await watch_task
+        await asyncio.to_thread(collection.save_cache)  # keep the next start warm
     await runner.cleanup()
     registry.close()
     log.info("stopped")

@@ -188,7 +188,7 @@ async def static_file(
         headers=_headers(cache),
         content_type_value=httpfiles.content_type(path, body[:512]),
         mtime=info.mtime,
-        etag=f'"{item.package.content_key[:16]}-{info.size:x}-{int(info.mtime):x}"',
+        etag=f'"{info.crc:08x}-{info.size:x}-{int(info.mtime):x}"',
     )
 
 
