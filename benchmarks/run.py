@@ -329,6 +329,7 @@ class Eprd:
             *(extra or []),
         ]  # fmt: skip
         self.args = args
+        self.revision = eprd_revision()
         self.log_file = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
         self.started = time.monotonic()
         self.proc = PROCS.start(args, cwd=str(ROOT), stdout=self.log_file, stderr=subprocess.STDOUT)
@@ -376,6 +377,20 @@ class Eprd:
         taken = PROCS.stop(self.proc, signal.SIGTERM, wait=15.0)
         self.log_file.close()
         return round(taken, 3)
+
+
+def eprd_revision() -> str:
+    """The eprd commit a process is started from, ``+dirty`` when eprd/ has uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=str(ROOT), capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "eprd"], cwd=str(ROOT), capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -533,7 +548,7 @@ def throughput(meta: dict[str, Any], opts: argparse.Namespace, results: dict[str
     shutil.rmtree(cache_dir, ignore_errors=True)
     log(f"throughput: starting eprd on {meta['versions_total']} versions")
     eprd = Eprd(meta["config"], cache_dir, "throughput")
-    section: dict[str, Any] = {"versions": meta["versions_total"], "endpoints": {}}
+    section: dict[str, Any] = {"versions": meta["versions_total"], "eprd": eprd.revision, "endpoints": {}}
     results["throughput"] = section
     nginx = None
     try:
@@ -591,10 +606,19 @@ def throughput(meta: dict[str, Any], opts: argparse.Namespace, results: dict[str
             if key not in urls:
                 continue
             row = section["endpoints"][key]
-            for server, url in (("eprd", eprd.base + path), ("nginx", nginx.base + urls[key][1])):
-                log(f"  wrk {key} {server}: {opts.warmup} s warm-up + {opts.duration} s")
-                run_wrk(url, opts.warmup, opts.connections, opts.threads, headers)
-                row[server] = run_wrk(url, opts.duration, opts.connections, opts.threads, headers)
+            row["loadavg_before"] = os.getloadavg()
+            runs: dict[str, list[dict[str, Any]]] = {"eprd": [], "nginx": []}
+            for _ in range(opts.repeat):
+                for server, url in (("eprd", eprd.base + path), ("nginx", nginx.base + urls[key][1])):
+                    log(f"  wrk {key} {server}: {opts.warmup} s warm-up + {opts.duration} s")
+                    if opts.warmup:
+                        run_wrk(url, opts.warmup, opts.connections, opts.threads, headers)
+                    runs[server].append(run_wrk(url, opts.duration, opts.connections, opts.threads, headers))
+            for server, measured in runs.items():
+                # With --repeat, the run with the median requests/s stands for the server.
+                row[server] = sorted(measured, key=lambda r: r["rps"])[len(measured) // 2]
+                if len(measured) > 1:
+                    row[f"{server}_rps_runs"] = [r["rps"] for r in measured]
             e, n = row["eprd"], row["nginx"]
             row["ratio_rps"] = round(e["rps"] / n["rps"], 3) if n["rps"] else None
             row["ratio_mb_s"] = round(e["mb_s"] / n["mb_s"], 3) if n["mb_s"] else None
@@ -662,10 +686,11 @@ def startup(meta: dict[str, Any], opts: argparse.Namespace, results: dict[str, A
     cache_dir = WORK / f"cache-startup-{total}"
     shutil.rmtree(cache_dir, ignore_errors=True)
     poll_needed = False
-    for phase in ("cold", "warm"):
+    for phase in ("cold", "warm", "warm_nowatch"):
         log(f"startup {total}: {phase} start")
-        eprd = Eprd(meta["config"], cache_dir, f"{phase}-{total}", log_level="info")
-        run: dict[str, Any] = {}
+        extra = ["-package-paths-enable-watcher=false"] if phase == "warm_nowatch" else []
+        eprd = Eprd(meta["config"], cache_dir, f"{phase}-{total}", log_level="info", extra=extra)
+        run: dict[str, Any] = {"eprd": eprd.revision}
         section[phase] = run
         try:
             run.update(eprd.wait_started(opts.start_timeout))
@@ -679,16 +704,19 @@ def startup(meta: dict[str, Any], opts: argparse.Namespace, results: dict[str, A
                 log(f"startup {total}: short load ({opts.load_seconds} s per endpoint) for RSS")
                 run["load"] = short_load(eprd, meta, opts.load_seconds, opts)
                 run["rss_after_load_kb"] = rss_kb(eprd.proc.pid)
-            else:
+            elif phase == "warm":
                 section["rebuild"] = rebuild(eprd, meta, opts)
-                if section["rebuild"].get("error") and section["rebuild"].get("watcher_error"):
-                    poll_needed = True
+                failed = section["rebuild"].get("error") and section["rebuild"].get("watcher_error")
+                missed = (section["rebuild"].get("coverage") or {}).get("missed")
+                poll_needed = bool(failed or missed)
             run["log_errors"] = count_errors(eprd.log_records())
         finally:
             run["stop_s"] = eprd.stop()
     if poll_needed:
         # inotify could not watch everything (fs.inotify.max_user_watches): measure with polling instead.
-        log(f"startup {total}: the watcher failed; measuring the rebuild with -package-paths-watcher-poll")
+        log(
+            f"startup {total}: the watcher failed or missed edits; measuring with -package-paths-watcher-poll"
+        )
         eprd = Eprd(
             meta["config"],
             cache_dir,
@@ -701,7 +729,7 @@ def startup(meta: dict[str, Any], opts: argparse.Namespace, results: dict[str, A
             inotify = section["rebuild"]
             section["rebuild"] = rebuild(eprd, meta, opts)
             section["rebuild"]["mode"] = "poll"
-            section["rebuild"]["inotify_error"] = inotify.get("watcher_error")
+            section["rebuild"]["inotify"] = inotify
         finally:
             eprd.stop()
 
@@ -718,43 +746,47 @@ def watcher_failed(eprd: Eprd) -> str | None:
     return None
 
 
-def rebuild(eprd: Eprd, meta: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any]:
-    """Edit one top-level manifest title (and restore it) a few times; rebuild time from the swap lines."""
-    out: dict[str, Any] = {"mode": "inotify"}
-    target = edit_candidates(meta)[len(edit_candidates(meta)) // 2]
-    version = target["versions"][-1]["version"]
-    manifest = version_dir(meta, target["name"], version) / "manifest.yml"
-    original = manifest.read_bytes()
-    stat = manifest.stat()
-    client = Client(eprd.port)
-    doc_path = f"/package/{target['name']}/{version}/"
+class TitleEdit:
+    """Edits of the top-level title of one package version's manifest, restored byte- and mtime-exact."""
 
-    def title_is(title: str) -> Callable[[], bool]:
-        def check() -> bool:
-            try:
-                status, _, body = client.get(doc_path)
-            except OSError:
-                return False
-            return status == 200 and json.loads(body).get("title") == title
+    def __init__(self, eprd: Eprd, meta: dict[str, Any], pkg: dict[str, Any], client: Client) -> None:
+        self.eprd = eprd
+        self.client = client
+        self.name = pkg["name"]
+        self.version = pkg["versions"][-1]["version"]
+        self.manifest = version_dir(meta, self.name, self.version) / "manifest.yml"
+        self.original = self.manifest.read_bytes()
+        self.stat = self.manifest.stat()
+        self.doc_path = f"/package/{self.name}/{self.version}/"
+        match = re.search(rb"^title: (.*)$", self.original, re.M)
+        self.title = match.group(1).decode().strip().strip("'\"") if match else ""
+        self.touched = False
 
-        return check
+    def shows(self, title: str) -> bool:
+        try:
+            status, _, body = self.client.get(self.doc_path)
+        except (OSError, http.client.HTTPException):
+            return False
+        return status == 200 and json.loads(body).get("title") == title
 
-    def edit(title: str) -> dict[str, Any]:
-        offset = eprd.log_size()
+    def edit(self, title: str, timeout: float) -> dict[str, Any]:
+        """Write the new title; seconds until the document shows it and the swap lines logged meanwhile."""
+        offset = self.eprd.log_size()
         started = time.monotonic()
-        manifest.write_text(replace_top_level(original.decode(), "title", title))
-        visible = wait_for(title_is(title), opts.visible_timeout)
-        # The swap line is written right after the swap; give it a moment to reach the file.
-        wait_for(lambda: bool(swap_lines(eprd, offset)), 2.0, 0.02)
-        swaps = swap_lines(eprd, offset)
+        self.touched = True
+        self.manifest.write_text(replace_top_level(self.original.decode(), "title", title))
+        visible = wait_for(lambda: self.shows(title), timeout)
+        if visible is not None:
+            # The swap line is written right after the swap; give it a moment to reach the file.
+            wait_for(lambda: bool(swap_lines(self.eprd, offset)), 2.0, 0.02)
         return {
             "visible_s": None if visible is None else round(time.monotonic() - started, 3),
             "swaps": [
                 {
                     "duration_s": round(s.get("event.duration", 0) / 1e9, 4),
                     **{
-                        k.split(".", 1)[1]: s.get(k)
-                        for k in (
+                        key.split(".", 1)[1]: s.get(key)
+                        for key in (
                             "packages.added",
                             "packages.changed",
                             "packages.removed",
@@ -762,31 +794,77 @@ def rebuild(eprd: Eprd, meta: dict[str, Any], opts: argparse.Namespace) -> dict[
                         )
                     },
                 }
-                for s in swaps
+                for s in swap_lines(self.eprd, offset)
             ],
         }
 
+    def restore(self, wait: float) -> None:
+        if not self.touched:
+            return
+        self.manifest.write_bytes(self.original)
+        os.utime(self.manifest, ns=(self.stat.st_atime_ns, self.stat.st_mtime_ns))
+        self.touched = False
+        # Let the restore be picked up before the next step (keeps the log in order).
+        wait_for(lambda: self.shows(self.title), wait)
+
+
+def inotify_watches(pid: int) -> int | None:
+    """How many inotify watches ``pid`` holds (from /proc/<pid>/fdinfo)."""
+    total, found = 0, False
+    try:
+        fds = os.listdir(f"/proc/{pid}/fdinfo")
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as fh:
+                lines = [line for line in fh if line.startswith("inotify wd:")]
+        except OSError:
+            continue
+        if lines:
+            found = True
+            total += len(lines)
+    return total if found else 0
+
+
+def folder_count(meta: dict[str, Any]) -> int:
+    """Folders under the collection's package paths (each needs an inotify watch); cached beside it."""
+    cache = Path(meta["folder"]) / "folders.json"
+    if cache.exists():
+        return json.loads(cache.read_text())["folders"]
+    count = sum(1 for _ in os.walk(meta["folder"]))
+    cache.write_text(json.dumps({"folders": count}))
+    return count
+
+
+def rebuild(eprd: Eprd, meta: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any]:
+    """Rebuild time of one manifest edit (the swap log line), and whether edits anywhere are seen."""
+    out: dict[str, Any] = {"mode": "inotify", "folders": folder_count(meta)}
+    candidates = sorted(edit_candidates(meta), key=lambda p: p["name"])
+    client = Client(eprd.port)
+    target = TitleEdit(eprd, meta, candidates[len(candidates) // 2], client)
+    editors = [target]
     try:
         time.sleep(0.5)
-        failed = watcher_failed(eprd)
-        if failed:
+        if failed := watcher_failed(eprd):
             out["watcher_error"] = failed
         # Probe: the watcher sets up its watches after start-up; wait until an edit is seen at all.
         for attempt in range(4):
-            probe = edit(f"{target['name']} probe {attempt}")
+            probe = target.edit(f"{target.name} probe {attempt}", opts.visible_timeout)
             if probe["visible_s"] is not None or watcher_failed(eprd):
                 break
+        out["probe_visible_s"] = probe["visible_s"]
+        out["inotify_watches"] = inotify_watches(eprd.proc.pid)
         if probe["visible_s"] is None:
-            out["probe"] = probe
             out["watcher_error"] = watcher_failed(eprd)
             out["error"] = f"edits were not visible within {opts.visible_timeout} s (watcher not running?)"
             return out
-        out["probe_visible_s"] = probe["visible_s"]
         samples = []
         for i in range(opts.rebuild_edits):
-            samples.append(edit(f"{target['name']} edit {i}"))
+            samples.append(target.edit(f"{target.name} edit {i}", opts.visible_timeout))
             time.sleep(0.3)
-        out["package"] = f"{target['name']}-{version}"
+        target.restore(5.0)
+        out["package"] = f"{target.name}-{target.version}"
         out["samples"] = samples
         durations = [s["duration_s"] for sample in samples for s in sample["swaps"]]
         visible = [s["visible_s"] for s in samples if s["visible_s"] is not None]
@@ -794,18 +872,27 @@ def rebuild(eprd: Eprd, meta: dict[str, Any], opts: argparse.Namespace) -> dict[
         out["rebuild_max_s"] = max(durations) if durations else None
         out["visible_median_s"] = round(statistics.median(visible), 3) if visible else None
         out["swaps_per_edit"] = round(len(durations) / len(samples), 2) if samples else None
+        # Coverage: one edit in each of several packages spread over the collection (by name), each
+        # given several times the usual delay (polling mode needs a full scan of the tree per change).
+        timeout = max(opts.coverage_timeout, 4 * (out["visible_median_s"] or 0))
+        picks = sorted({round(i * (len(candidates) - 1) / (opts.coverage - 1)) for i in range(opts.coverage)})
+        seen, missed = 0, []
+        for index in picks:
+            editor = TitleEdit(eprd, meta, candidates[index], client)
+            editors.append(editor)
+            result = editor.edit(f"{editor.name} coverage", timeout)
+            if result["visible_s"] is None:
+                missed.append(editor.name)
+            else:
+                seen += 1
+            editor.restore(timeout)
+        out["coverage"] = {"seen": seen, "tried": len(picks), "missed": missed, "timeout_s": timeout}
+        out["inotify_watches"] = inotify_watches(eprd.proc.pid)
     finally:
-        manifest.write_bytes(original)
-        os.utime(manifest, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-        # Let the restore be picked up before the process stops (keeps its log complete).
-        wait_for(title_is(_manifest_title(original)), 5.0)
+        for editor in editors:
+            editor.restore(5.0)
         client.close()
     return out
-
-
-def _manifest_title(manifest: bytes) -> str:
-    match = re.search(rb"^title: (.*)$", manifest, re.M)
-    return match.group(1).decode().strip().strip("'\"") if match else ""
 
 
 def live(meta: dict[str, Any], opts: argparse.Namespace, results: dict[str, Any]) -> None:
@@ -828,6 +915,7 @@ def live(meta: dict[str, Any], opts: argparse.Namespace, results: dict[str, Any]
     }
     results["live"] = section
     eprd = Eprd(str(config), cache_dir, "live", log_level="warn")
+    section["eprd"] = eprd.revision
     load = None
     client: Client | None = None
     try:
@@ -1034,6 +1122,15 @@ def _ge(value: float | None, limit: float) -> bool:
     return value is not None and value >= limit
 
 
+def coverage_text(coverage: dict[str, Any] | None) -> str:
+    if not coverage:
+        return "-"
+    text = f"{coverage['seen']}/{coverage['tried']}"
+    if coverage.get("missed"):
+        text += f" (missed: {', '.join(coverage['missed'][:3])})"
+    return text
+
+
 def met(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "NOT MET")
 
@@ -1123,6 +1220,15 @@ def assess(results: dict[str, Any]) -> list[dict[str, Any]]:
                     f"<= {limit:.0f} s",
                     _le(value, limit),
                 )
+    for total, sec in (results.get("startup") or {}).items():
+        cov = (sec.get("rebuild") or {}).get("inotify", sec.get("rebuild") or {}).get("coverage")
+        if cov:
+            add(
+                f"watcher sees edits across {int(total):,} versions",
+                f"{cov['seen']}/{cov['tried']} packages",
+                "all",
+                cov["seen"] == cov["tried"],
+            )
     lv = results.get("live") or {}
     if "median_s" in lv:
         add(
@@ -1231,11 +1337,11 @@ def report(results: dict[str, Any]) -> str:
         rows = []
         for total, sec in s.items():
             n = int(total)
-            for phase in ("cold", "warm"):
+            for phase in ("cold", "warm", "warm_nowatch"):
                 run = sec.get(phase, {})
                 if not run:
                     continue
-                target = target_for(TARGETS[f"{phase}_s"], n)
+                target = target_for(TARGETS.get(f"{phase}_s", {}), n)
                 rss = run.get("rss_after_load_kb") or run.get("rss_at_ready_kb") or {}
                 rows.append(
                     [
@@ -1246,14 +1352,28 @@ def report(results: dict[str, Any]) -> str:
                         fmt(run.get("packages_loaded_s"), 2),
                         f"{rss.get('VmRSS', 0) / 1024:.0f} MB"
                         + (" (after load)" if "rss_after_load_kb" in run else " (at ready)"),
+                        fmt(run.get("stop_s"), 1),
                         (f"<= {target:.0f} s: {met(_le(run.get('ready_s'), target))}" if target else "-"),
                     ]
                 )
         out.append(
             table(
                 rows,
-                ["versions", "start", "ready s", "/search s", "load logged s", "RSS", "target (issue 4)"],
+                [
+                    "versions",
+                    "start",
+                    "ready s",
+                    "/search s",
+                    "load logged s",
+                    "RSS",
+                    "SIGTERM->exit s",
+                    "target (issue 4)",
+                ],
             )
+        )
+        out.append(
+            "  warm_nowatch = warm with -package-paths-enable-watcher=false; "
+            "ready s - load logged s = interpreter, imports, listener and watcher set-up"
         )
         out.append("\nRebuild after one manifest edit (the 'snapshot swapped' log line; watcher on)")
         rows = []
@@ -1267,9 +1387,28 @@ def report(results: dict[str, Any]) -> str:
                     fmt(r.get("rebuild_max_s"), 3),
                     fmt(r.get("visible_median_s"), 3),
                     fmt(r.get("swaps_per_edit"), 1),
+                    fmt(r.get("folders")),
+                    fmt(r.get("inotify_watches")),
+                    coverage_text(r.get("coverage")),
                     r.get("error") or (r.get("watcher_error") or "")[:60],
                 ]
             )
+            inotify = r.get("inotify")
+            if inotify:
+                rows.append(
+                    [
+                        "",
+                        "(inotify)",
+                        fmt(inotify.get("rebuild_median_s"), 3),
+                        fmt(inotify.get("rebuild_max_s"), 3),
+                        fmt(inotify.get("visible_median_s"), 3),
+                        fmt(inotify.get("swaps_per_edit"), 1),
+                        fmt(inotify.get("folders")),
+                        fmt(inotify.get("inotify_watches")),
+                        coverage_text(inotify.get("coverage")),
+                        inotify.get("error") or (inotify.get("watcher_error") or "")[:60],
+                    ]
+                )
         out.append(
             table(
                 rows,
@@ -1280,10 +1419,21 @@ def report(results: dict[str, Any]) -> str:
                     "rebuild max s",
                     "visible median s",
                     "swaps/edit",
+                    "folders",
+                    "inotify watches",
+                    "edits seen",
                     "note",
                 ],
             )
         )
+        rebuilds = {int(k): v["rebuild"].get("rebuild_median_s") for k, v in s.items() if v.get("rebuild")}
+        sizes = sorted(k for k, v in rebuilds.items() if v)
+        if len(sizes) >= 2:
+            small, large = sizes[0], sizes[-1]
+            out.append(
+                f"  rebuild {large:,} / {small:,} versions: {rebuilds[large] / rebuilds[small]:.1f}x "
+                f"(1.0x: independent of the collection's size; {large / small:.1f}x: proportional to it)"
+            )
     lv = results.get("live")
     if lv:
         out.append(
@@ -1394,6 +1544,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--warmup", type=float, help="seconds of warm-up before each wrk run (default 2; quick 1)"
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measured wrk runs per endpoint and server, alternating (median)",
+    )
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, help="rounds of the six live edits (default 3; quick 1)")
@@ -1413,6 +1569,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     opts.load_seconds = 2.0 if quick else 4.0
     opts.rebuild_edits = 2 if quick else 3
     opts.visible_timeout = 30.0
+    opts.coverage = 4 if quick else 6  # packages spread over the collection that get one edit each
+    opts.coverage_timeout = 5.0
     opts.settle = 1.2  # seconds between live edits: longer than the watcher's debounce
     opts.phases = {p.strip() for p in opts.only.split(",") if p.strip()}
     unknown = opts.phases - {"throughput", "startup", "live"}
@@ -1464,6 +1622,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         PROCS.stop_all()
         results["seconds"] = round(time.monotonic() - started, 1)
+        results["machine"]["loadavg_at_end"] = os.getloadavg()
         results["assessment"] = assess(results)
         Path(opts.output).parent.mkdir(parents=True, exist_ok=True)
         Path(opts.output).write_text(json.dumps(results, indent=2, default=str) + "\n")
@@ -1471,7 +1630,11 @@ def main(argv: list[str] | None = None) -> int:
             print(report(results))
         except Exception as err:  # a partial run: the JSON has everything measured
             print(f"(no complete report: {err!r})")
-        print(f"\n{results['seconds']} s; JSON: {opts.output}")
+        load = results["machine"]["loadavg_at_end"]
+        print(
+            f"\n{results['seconds']} s (load average at the end {load[0]:.2f}, {load[1]:.2f}); "
+            f"JSON: {opts.output}"
+        )
     return status
 
 
