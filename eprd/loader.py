@@ -132,6 +132,21 @@ class Collection:
         self.save_cache()
         return changes
 
+    def refresh(self) -> Changes:
+        """Re-read whatever changed since it was loaded: new, removed and re-stamped candidates."""
+        found = {c.location for c in scan(self.paths)}
+        stale = (found ^ self.candidates.keys()) | {
+            location
+            for location in found & self.candidates.keys()
+            if location not in self.cached or not indexcache.is_fresh(self.cached[location])
+        }
+        return self._reload(sorted(stale))
+
+    def folder_count(self) -> int:
+        """Folders under the package paths: package folders, their versions and everything inside."""
+        parents = {os.path.dirname(c.location) for c in self.candidates.values()}
+        return len(self.paths) + len(parents) + sum(p.folders for p in self.packages.values())
+
     def save_cache(self) -> None:
         """Write what is loaded now to the index cache (no-op without a cache folder)."""
         if self.cache_file is None:

@@ -102,6 +102,7 @@ class Package:
     files: PackageFiles = field(repr=False)
     location: str
     signature: str | None  # filesystem path of the detached signature
+    folders: int  # folders on disk (the watcher needs one inotify watch for each)
 
 
 def load_package(location: str, options: LoadOptions) -> tuple[Package | PackageError, tuple[str, ...]]:
@@ -258,6 +259,7 @@ class _Loader:
             files=self.files,
             location=self.files.location,
             signature=signature,
+            folders=1 + len(self.listing.dirs) if self.files.kind == "dir" else 0,
         )
 
     # --- validation ---------------------------------------------------------------------------

@@ -12,19 +12,47 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any
 
-import watchfiles
-
+from eprd import watchproc
 from eprd.loader import Changes, Collection
 from eprd.snapshot import Snapshot
 
 log = logging.getLogger("eprd.watcher")
+
+
+def _relay(conn: Connection, loop: asyncio.AbstractEventLoop, batches: asyncio.Queue[Any]) -> None:
+    """Hand what the watch process sends to the event loop; None once it is gone."""
+
+    def hand_over(item: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is already closed at shutdown
+            loop.call_soon_threadsafe(batches.put_nowait, item)
+
+    try:
+        while True:
+            hand_over(conn.recv())
+    except (EOFError, OSError):
+        pass
+    finally:
+        conn.close()
+        hand_over(None)
+
+
+def _inotify_limit() -> int | None:
+    try:
+        with open("/proc/sys/fs/inotify/max_user_watches") as fh:
+            return int(fh.read())
+    except (OSError, ValueError):
+        return None
+
 
 # watchfiles yields a batch once no new event arrived for STEP_MS (an editor's
 # write-then-rename or a `cp -r` of a version folder is one burst), and at the
@@ -65,7 +93,8 @@ class Watcher:
         self.step_ms = step_ms
         self.debounce_ms = debounce_ms
         self.stats = WatchStats()
-        self._stop = threading.Event()
+        self.ready = asyncio.Event()  # set once every folder is watched and missed changes are applied
+        self._process: BaseProcess | None = None
         self.on_rebuild: list[Callable[[Changes, float], None]] = []
 
     async def run(self) -> None:
@@ -74,75 +103,79 @@ class Watcher:
         if not paths:
             log.warning("no existing package path to watch; live reload is off")
             return
+        if not self.poll:
+            self._check_watch_limit()
         loop = asyncio.get_running_loop()
-        batches: asyncio.Queue[set[str] | BaseException | None] = asyncio.Queue()
-        # Setting up inotify watches on a large tree takes seconds: it runs in its own thread so
-        # the event loop keeps answering requests meanwhile.
-        thread = threading.Thread(
-            target=self._produce, args=(paths, loop, batches), name="eprd-watcher", daemon=True
+        batches: asyncio.Queue[list[str] | tuple[str, str] | None] = asyncio.Queue()
+        receive, send = multiprocessing.Pipe(duplex=False)
+        self._process = multiprocessing.get_context("spawn").Process(
+            target=watchproc.watch,
+            args=(paths, self.step_ms, self.debounce_ms, self.poll, send),
+            name="eprd-watcher",
+            daemon=True,
         )
-        thread.start()
+        self._process.start()
+        send.close()
+        reader = threading.Thread(
+            target=_relay, args=(receive, loop, batches), name="eprd-watch-relay", daemon=True
+        )
+        reader.start()
         self.stats.running = True
         try:
             while (item := await batches.get()) is not None:
-                if isinstance(item, BaseException):
-                    self._failed(item)
+                if item == watchproc.READY:
+                    # Changes made between loading and now were not seen: compare stamps once.
+                    await self._rebuild(self.collection.refresh)
+                    self.ready.set()
+                    continue
+                if isinstance(item, tuple):
+                    self._failed(item[1])
                     break
                 changed = set(item)
                 while not batches.empty():  # batches that queued up during a rebuild are one batch
                     more = batches.get_nowait()
-                    if not isinstance(more, set):
+                    if not isinstance(more, list):
                         batches.put_nowait(more)
                         break
-                    changed |= more
-                await self._rebuild(sorted(changed))
+                    changed |= set(more)
+                await self._rebuild(self.collection.apply, sorted(changed))
         finally:
             self.stats.running = False
-            self._stop.set()
-            await asyncio.to_thread(thread.join, 10)
+            self.stop()
 
-    def _produce(
-        self, paths: list[str], loop: asyncio.AbstractEventLoop, batches: asyncio.Queue[Any]
-    ) -> None:
-        """The watch thread: hands each batch of changed paths to the event loop."""
+    def _check_watch_limit(self) -> None:
+        """Warn when the package paths hold more folders than inotify may watch."""
+        limit = _inotify_limit()
+        needed = self.collection.folder_count()
+        if limit is not None and needed > limit * 0.9:
+            self.stats.error = f"{needed} folders to watch, inotify allows {limit}"
+            log.error(
+                "live reload cannot cover the package paths: they hold %d folders and inotify allows %d "
+                "watches per user, so changes in some packages will be missed. Raise the limit "
+                "(sysctl -w fs.inotify.max_user_watches=%d) or start eprd with -package-paths-watcher-poll",
+                needed,
+                limit,
+                needed * 2,
+                extra={"watch.folders": needed, "watch.limit": limit},
+            )
 
-        def hand_over(item: object) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is already closed at shutdown
-                loop.call_soon_threadsafe(batches.put_nowait, item)
-
-        try:
-            for batch in watchfiles.watch(
-                *paths,
-                debounce=self.debounce_ms,
-                step=self.step_ms,
-                stop_event=self._stop,
-                rust_timeout=500,
-                force_polling=self.poll,
-                poll_delay_ms=300,
-                ignore_permission_denied=True,
-                raise_interrupt=False,
-            ):
-                hand_over({path for _, path in batch})
-        except Exception as err:  # reported on the loop; the registry keeps serving
-            hand_over(err)
-        finally:
-            hand_over(None)
-
-    def _failed(self, err: BaseException) -> None:
-        self.stats.error = str(err)
+    def _failed(self, message: str) -> None:
+        self.stats.error = message
         log.warning(
             "cannot watch package paths, live reload is off: %s. If the inotify watch limit is reached, "
             "raise fs.inotify.max_user_watches (sysctl) or start eprd with -package-paths-watcher-poll",
-            err,
-            extra={"error.message": str(err)},
+            message,
+            extra={"error.message": message},
         )
 
     def stop(self) -> None:
-        self._stop.set()
+        process, self._process = self._process, None
+        if process is not None and process.is_alive():
+            process.terminate()  # it holds no state; the reader sees the pipe close and ends the loop
 
-    async def _rebuild(self, paths: list[str]) -> None:
+    async def _rebuild(self, update: Callable[..., Changes], *args: Any) -> None:
         started = time.monotonic()
-        changes = await asyncio.to_thread(self.collection.apply, paths)
+        changes = await asyncio.to_thread(update, *args)
         if not changes:
             return
         previous = self._get()

@@ -77,8 +77,9 @@ async def live(tmp_path: Path, serve, http) -> Callable[[Path], Awaitable[Live]]
         tasks.append((watcher, asyncio.create_task(watcher.run())))
         _, base = await serve(registry=registry)
         env = Live(registry, watcher, base, http)
-        # Prove the watcher is live before the test edits anything.
+        # A version added before the watcher is ready is picked up by its first refresh.
         probe = pf.write_dir(root, "probe", "0.0.1")
+        await asyncio.wait_for(watcher.ready.wait(), DEADLINE)
         await env.until(lambda: _has(env, "probe", "0.0.1"), "the probe package")
         shutil.rmtree(probe.parent)
         await env.until(lambda: _gone(env, "probe", "0.0.1"), "the probe package removed")
