@@ -53,9 +53,11 @@ def is_fresh(entry: Cached) -> bool:
     return stamp(entry.inputs) == entry.stamp
 
 
-def cache_file(folder: str, package_paths: tuple[str, ...], options: Any) -> str:
-    """One cache file per package paths + load options + eprd version."""
-    key = hashlib.blake2b(repr((FORMAT, __version__, package_paths, options)).encode(), digest_size=10)
+def cache_file(folder: str, package_paths: tuple[str, ...], options: Any, schema: str) -> str:
+    """One cache file per package paths, load options, eprd version and layout of what is stored."""
+    key = hashlib.blake2b(
+        repr((FORMAT, __version__, package_paths, options, schema)).encode(), digest_size=10
+    )
     return os.path.join(folder, f"index-{key.hexdigest()}.bin")
 
 

@@ -9,9 +9,11 @@ the pure :func:`eprd.snapshot.build_snapshot`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
+import pickle
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from eprd import indexcache
 from eprd.package import LoadOptions, Package, PackageError, load_package
 from eprd.snapshot import Snapshot, build_snapshot
-from eprd.sources import Candidate, candidate_at, scan, scan_within
+from eprd.sources import Candidate, Entry, FileInfo, candidate_at, scan, scan_within
 from eprd.versions import is_strict
 
 log = logging.getLogger("eprd.loader")
@@ -41,6 +43,12 @@ class Changes:
 
 # Below this many versions, starting worker processes costs more than it saves.
 PARALLEL_MIN = 64
+
+# The fields of what the index cache stores: a change of layout makes a new cache file.
+_SCHEMA = ",".join(
+    f"{cls.__name__}:{'/'.join(f.name for f in dataclasses.fields(cls))}"
+    for cls in (Package, Entry, FileInfo)
+)
 
 # What a package's content was derived from and their stamp; None when it must not be cached.
 Stamped = tuple[tuple[str, ...], indexcache.Stamp] | None
@@ -106,7 +114,9 @@ class Collection:
         self.paths = tuple(os.path.abspath(p) for p in package_paths)
         self.options = options
         self.workers = workers
-        self.cache_file = indexcache.cache_file(cache_folder, self.paths, options) if cache_folder else None
+        self.cache_file = (
+            indexcache.cache_file(cache_folder, self.paths, options, _SCHEMA) if cache_folder else None
+        )
         self.candidates: dict[str, Candidate] = {}
         self.packages: dict[str, Package] = {}  # location -> last good package
         self.rejected: dict[str, PackageError] = {}  # location -> why its current content is not served
@@ -155,7 +165,7 @@ class Collection:
             indexcache.write(
                 self.cache_file, {loc: self.cached[loc] for loc in self.candidates if loc in self.cached}
             )
-        except OSError as err:
+        except (OSError, pickle.PicklingError, AttributeError, TypeError) as err:
             log.warning("cannot write the index cache %s: %s", self.cache_file, err)
 
     def snapshot(self, generation: int = 1, previous: Snapshot | None = None) -> Snapshot:
