@@ -23,7 +23,7 @@ from eprd import __version__
 
 log = logging.getLogger("eprd.indexcache")
 
-FORMAT = 2
+FORMAT = 3  # bump when what is stored changes meaning
 Stamp = tuple[tuple[int, int, int, int] | None, ...]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,8 +98,10 @@ class Package:
     spec: tuple[Any, ...] | None  # sort key of format_version's major.minor.0
     deprecated: dict[str, Any] | None  # this version's own block
     entry: dict[str, Any]  # the /search entry, with a "deprecated" placeholder
-    doc_head: bytes  # the document's members before "deprecated", encoded
-    doc_tail: bytes  # ... and after it
+    # The document's members before "deprecated", and after it: encoded, then deflated, because
+    # documents are most of a package's memory and a request for one is answered from a cache.
+    doc_head: bytes
+    doc_tail: bytes
     files: PackageFiles = field(repr=False)
     location: str
     signature: str | None  # filesystem path of the detached signature
@@ -254,8 +257,8 @@ class _Loader:
             spec=spec,
             deprecated=deprecated,
             entry=entry,
-            doc_head=encode_members(head),
-            doc_tail=encode_members(tail),
+            doc_head=zlib.compress(encode_members(head), 1),
+            doc_tail=zlib.compress(encode_members(tail), 1),
             files=self.files,
             location=self.files.location,
             signature=signature,
@@ -564,11 +567,12 @@ def encode_members(members: dict[str, Any]) -> bytes:
 
 def render_document(package: Package, deprecated: dict[str, Any] | None) -> bytes:
     """The /package/{n}/{v}/ body for ``package`` with the effective ``deprecated`` block."""
-    parts = [package.doc_head]
+    parts = [zlib.decompress(package.doc_head)]
     if deprecated is not None:
         parts.append(encode_members({"deprecated": deprecated}))
-    if package.doc_tail:
-        parts.append(package.doc_tail)
+    tail = zlib.decompress(package.doc_tail)
+    if tail:
+        parts.append(tail)
     return b"{\n" + b",\n".join(p for p in parts if p) + b"\n}\n"
 
 
