@@ -87,13 +87,15 @@ def load_many(locations: list[str], options: LoadOptions, workers: int) -> list[
     """Load candidates, in ``workers`` processes when there are enough of them."""
     if workers <= 1 or len(locations) < PARALLEL_MIN:
         return _load_chunk(locations, options)
-    # Versions of one package share most files; keeping them in one process makes the YAML memo hit.
-    by_folder: dict[str, list[str]] = {}
+    # Neighbouring versions share most files (and neighbouring packages some): each process takes
+    # one contiguous run of candidates, so its YAML memo keeps hitting.
+    chunks: list[list[str]] = []
+    size = -(-len(locations) // workers)
     for location in locations:
-        by_folder.setdefault(os.path.dirname(location), []).append(location)
-    chunks: list[list[str]] = [[] for _ in range(workers * 4)]
-    for group in sorted(by_folder.values(), key=len, reverse=True):
-        min(chunks, key=len).extend(group)
+        same_package = chunks and os.path.dirname(chunks[-1][-1]) == os.path.dirname(location)
+        if not chunks or (len(chunks[-1]) >= size and not same_package):
+            chunks.append([])
+        chunks[-1].append(location)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = [pool.submit(_load_chunk, chunk, options) for chunk in chunks if chunk]
