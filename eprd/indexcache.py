@@ -16,6 +16,7 @@ import os
 import pickle
 import tempfile
 import zlib
+from array import array
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,34 +24,54 @@ from eprd import __version__
 
 log = logging.getLogger("eprd.indexcache")
 
-FORMAT = 3  # bump when what is stored changes meaning
-Stamp = tuple[tuple[int, int, int, int] | None, ...]
+FORMAT = 5  # bump when what is stored changes meaning
+_MISSING = (-1, -1, -1, -1)
 
 
 @dataclass(frozen=True, slots=True)
 class Cached:
-    """One package version as loaded: what it was read from and what came out."""
+    """One package version as loaded: what it was read from and what came out.
 
-    inputs: tuple[str, ...]  # absolute paths
-    stamp: Stamp
+    Paths and stamps are kept flat (one string, one tuple of ints) because a cache holds tens
+    of thousands of entries and unpickling time grows with the number of objects.
+    """
+
+    location: str
+    inputs: str  # paths relative to the folder holding ``location``, joined by NUL
+    stamp: bytes  # inode, size, mtime, ctime of each input as int64s; -1s for a missing one
     result: Any  # a Package or a PackageError
 
+    @classmethod
+    def make(cls, location: str, paths: tuple[str, ...], stamp: bytes, result: Any) -> Cached:
+        parent = os.path.dirname(location)
+        return cls(location, "\0".join(os.path.relpath(p, parent) for p in paths), stamp, result)
 
-def stamp(paths: tuple[str, ...]) -> Stamp:
-    """The identity of ``paths`` now: inode, size, mtime and ctime of each (None if missing)."""
-    out: list[tuple[int, int, int, int] | None] = []
+    def paths(self) -> tuple[str, ...]:
+        parent = os.path.dirname(self.location)
+        return tuple(os.path.join(parent, rel) for rel in self.inputs.split("\0"))
+
+
+def stamp(paths: tuple[str, ...]) -> bytes:
+    """The identity of ``paths`` now: inode, size, mtime and ctime of each, as packed int64s."""
+    out = array("q")
     for path in paths:
         try:
             st = os.stat(path)
         except OSError:
-            out.append(None)
+            out.extend(_MISSING)
             continue
-        out.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-    return tuple(out)
+        out.extend((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return out.tobytes()
+
+
+def changed_since(stamp_value: bytes, started_ns: int) -> bool:
+    """Whether any input of a stamp changed (its ctime) at or after ``started_ns``."""
+    values = array("q", stamp_value)
+    return any(ctime >= started_ns for ctime in values[3::4])
 
 
 def is_fresh(entry: Cached) -> bool:
-    return stamp(entry.inputs) == entry.stamp
+    return stamp(entry.paths()) == entry.stamp
 
 
 def cache_file(folder: str, package_paths: tuple[str, ...], options: Any, schema: str) -> str:

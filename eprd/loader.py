@@ -51,7 +51,7 @@ _SCHEMA = ",".join(
 )
 
 # What a package's content was derived from and their stamp; None when it must not be cached.
-Stamped = tuple[tuple[str, ...], indexcache.Stamp] | None
+Stamped = tuple[tuple[str, ...], bytes] | None
 Loaded = tuple[str, Package | PackageError, Stamped]
 
 
@@ -78,7 +78,7 @@ def _stamped(inputs: tuple[str, ...], started_ns: int) -> Stamped:
     if not inputs:
         return None
     stamp = indexcache.stamp(inputs)
-    if any(s is not None and s[3] >= started_ns for s in stamp):
+    if indexcache.changed_since(stamp, started_ns):
         return None
     return inputs, stamp
 
@@ -124,6 +124,7 @@ class Collection:
         self.rejected: dict[str, PackageError] = {}  # location -> why its current content is not served
         self.cached: dict[str, indexcache.Cached] = {}  # location -> what the index cache holds for it
         self.reused = 0  # versions taken from the index cache by the last load_all
+        self.cache_outdated = False  # whether the cache file differs from what is loaded
 
     def load_all(self) -> Changes:
         """Scan every package path and load every candidate, reusing index cache entries still fresh."""
@@ -137,11 +138,12 @@ class Collection:
         }
         self.reused = len(fresh)
         for location, entry in fresh.items():
-            self._store(location, entry.result, (entry.inputs, entry.stamp), Changes())
+            self.cached[location] = entry
+            self._store(location, entry.result, None, Changes())
         changes = self._reload([c.location for c in found if c.location not in fresh])
         changes.added.extend(loc for loc, e in fresh.items() if not isinstance(e.result, PackageError))
         changes.rejected.extend(loc for loc, e in fresh.items() if isinstance(e.result, PackageError))
-        self.save_cache()
+        self.cache_outdated = len(fresh) != len(previous) or len(fresh) != len(found)
         return changes
 
     def refresh(self) -> Changes:
@@ -160,8 +162,8 @@ class Collection:
         return len(self.paths) + len(parents) + sum(p.folders for p in self.packages.values())
 
     def save_cache(self) -> None:
-        """Write what is loaded now to the index cache (no-op without a cache folder)."""
-        if self.cache_file is None:
+        """Write what is loaded now to the index cache, if that differs from the file."""
+        if self.cache_file is None or not self.cache_outdated:
             return
         try:
             indexcache.write(
@@ -169,6 +171,8 @@ class Collection:
             )
         except (OSError, pickle.PicklingError, AttributeError, TypeError) as err:
             log.warning("cannot write the index cache %s: %s", self.cache_file, err)
+        else:
+            self.cache_outdated = False
 
     def snapshot(self, generation: int = 1, previous: Snapshot | None = None) -> Snapshot:
         """A snapshot of the last good packages, zips before folders, each in discovery order."""
@@ -244,9 +248,11 @@ class Collection:
         self, location: str, result: Package | PackageError, stamped: Stamped, changes: Changes
     ) -> None:
         if stamped is not None:
-            self.cached[location] = indexcache.Cached(stamped[0], stamped[1], result)
-        else:
+            self.cached[location] = indexcache.Cached.make(location, stamped[0], stamped[1], result)
+            self.cache_outdated = True
+        elif location not in self.cached or self.cached[location].result is not result:
             self.cached.pop(location, None)
+            self.cache_outdated = True
         if isinstance(result, PackageError):
             _log_rejection(result)
             self.rejected[location] = result  # the last good version, if any, stays served
