@@ -157,6 +157,8 @@ async def _serve(config: Config, options: flags.Options, load_options: LoadOptio
         await runner.cleanup()
         return 1
     log.info("listening", extra={"server.address": options["address"], "tls": ssl_context is not None})
+    # Written now, not before listening, and before the watcher can change what is loaded.
+    await asyncio.to_thread(collection.save_cache)
     watch_task = None
     if options["package-paths-enable-watcher"]:
         watcher = Watcher(
