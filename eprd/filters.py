@@ -6,7 +6,7 @@ from typing import Any
 
 from eprd import gojson
 from eprd.categories import CATEGORIES, has_category
-from eprd.package import Package, render_entry
+from eprd.package import Package, render_entry, template_summaries
 from eprd.query import CategoriesQuery, Filter
 from eprd.snapshot import Indexed, Snapshot
 
@@ -151,8 +151,7 @@ def _category_match(package: Package, category: str) -> list[dict[str, Any]] | b
         return None
     if not any(cats and has_category(cats, category) for cats in package.template_categories):
         return False
-    templates = package.entry.get("policy_templates", [])
-    return [t for t in templates if category in t.get("categories", ())]
+    return [t for t in template_summaries(package) if category in t.get("categories", ())]
 
 
 def _trimmed(item: Indexed, templates: list[dict[str, Any]]) -> bytes:

@@ -16,6 +16,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import semver
 
 from eprd import gojson, yamlfile
@@ -97,7 +98,9 @@ class Package:
     discovery_datasets: tuple[str, ...]
     spec: tuple[Any, ...] | None  # sort key of format_version's major.minor.0
     deprecated: dict[str, Any] | None  # this version's own block
-    entry: dict[str, Any]  # the /search entry, with a "deprecated" placeholder
+    # The /search entry's members, encoded: 1-11, "policy_templates" (the category filter may
+    # trim it), "conditions" to "data_streams", and after "deprecated" (which is decided per snapshot).
+    entry_parts: tuple[bytes, ...]
     # The document's members before "deprecated", and after it: encoded, then deflated, because
     # documents are most of a package's memory and a request for one is answered from a cache.
     doc_head: bytes
@@ -213,19 +216,18 @@ class _Loader:
         after = self._shared_fields(raw, conditions, categories, download if signature else "", discovery)
         deprecated = deprecated_doc(raw.get("deprecated"), "deprecated")
 
-        entry = dict(base)
-        put(entry, "policy_templates", [_template_summary(t) for t in templates])
-        entry.update(after)
-        put(entry, "data_streams", [data_stream_summary(d) for d in data_streams])
-        entry["deprecated"] = None  # placeholder: the effective block is decided per snapshot
-        put(entry, "requires", self._requires(raw.get("requires")), OMIT_NULL)
-        put(entry, "group", text(raw.get("group"), "group"))
+        summaries: dict[str, Any] = {}
+        put(summaries, "policy_templates", [_template_summary(t) for t in templates])
+        middle = dict(after)
+        put(middle, "data_streams", [data_stream_summary(d) for d in data_streams])
+        last: dict[str, Any] = {}  # after "deprecated", in both shapes
+        put(last, "requires", self._requires(raw.get("requires")), OMIT_NULL)
+        put(last, "group", text(raw.get("group"), "group"))
+        entry_parts = tuple(encode_members(part) for part in (base, summaries, middle, last))
 
         head = dict(base)
         head.update(after)
-        tail: dict[str, Any] = {}
-        put(tail, "requires", entry.get("requires"), OMIT_NULL)
-        put(tail, "group", entry.get("group"))
+        tail: dict[str, Any] = dict(last)
         tail["format_version"] = format_version
         put(tail, "readme", go_path_join(url, "docs", "README.md"), OMIT_NULL)
         put(tail, "license", license_)
@@ -256,7 +258,7 @@ class _Loader:
             discovery_datasets=tuple(d["name"] for d in (discovery or {}).get("datasets", [])),
             spec=spec,
             deprecated=deprecated,
-            entry=entry,
+            entry_parts=entry_parts,
             doc_head=zlib.compress(encode_members(head), 1),
             doc_tail=zlib.compress(encode_members(tail), 1),
             files=self.files,
@@ -580,14 +582,17 @@ def render_entry(
     package: Package, deprecated: dict[str, Any] | None, templates: list[Any] | None = None
 ) -> bytes:
     """The /search entry for ``package``, optionally with trimmed policy templates."""
-    entry = dict(package.entry)
-    if deprecated is None:
-        del entry["deprecated"]
-    else:
-        entry["deprecated"] = deprecated
+    base, summaries, middle, last = package.entry_parts
     if templates is not None:
-        if templates:
-            entry["policy_templates"] = templates
-        else:
-            entry.pop("policy_templates", None)
-    return gojson.encode(entry)
+        summaries = encode_members({"policy_templates": templates}) if templates else b""
+    parts = [base, summaries, middle]
+    if deprecated is not None:
+        parts.append(encode_members({"deprecated": deprecated}))
+    parts.append(last)
+    return b"{\n" + b",\n".join(p for p in parts if p) + b"\n}"
+
+
+def template_summaries(package: Package) -> list[dict[str, Any]]:
+    """The policy templates of the /search entry, as data."""
+    encoded = package.entry_parts[1]
+    return orjson.loads(b"{" + encoded + b"}")["policy_templates"] if encoded else []
