@@ -24,7 +24,7 @@ from eprd import __version__
 
 log = logging.getLogger("eprd.indexcache")
 
-FORMAT = 6  # bump when what is stored changes meaning
+FORMAT = 7  # bump when what is stored changes meaning
 _MISSING = (-1, -1, -1, -1)
 
 

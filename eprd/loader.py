@@ -46,7 +46,7 @@ PARALLEL_MIN = 64
 
 # The fields of what the index cache stores: a change of layout makes a new cache file.
 _SCHEMA = ",".join(
-    f"{cls.__name__}:{'/'.join(f.name for f in dataclasses.fields(cls))}"
+    f"{cls.__name__}:{'/'.join(getattr(cls, '_fields', None) or (f.name for f in dataclasses.fields(cls)))}"
     for cls in (Package, Entry, FileInfo)
 )
 

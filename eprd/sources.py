@@ -20,6 +20,7 @@ import zipfile
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from eprd.versions import is_strict
 
@@ -30,16 +31,16 @@ class PackageFileError(ValueError):
     """A package whose files cannot be served safely or read at all."""
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """One file or folder of a package, relative to the package root."""
 
     path: str
     is_dir: bool
 
 
-@dataclass(frozen=True, slots=True)
-class FileInfo:
+class FileInfo(NamedTuple):
+    """Size and modification time of a file (tuples: a cached index holds very many)."""
+
     size: int
     mtime: float  # seconds since the epoch; 0 when unknown
     crc: int = 0  # CRC-32 of the content, for files inside zips

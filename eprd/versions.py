@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -278,8 +279,9 @@ class Constraint:
         return cls(text, tuple(alternatives))
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
-        # Terms hold operator functions; re-parsing the text is the portable way to pickle.
-        return (Constraint.parse, (self.text,))
+        # Terms hold operator functions; re-parsing the text is the portable way to pickle, and
+        # many packages share a constraint, so an unpickled index parses each text once.
+        return (parse_constraint, (self.text,))
 
     def check(self, v: semver.Version) -> bool:
         """Whether ``v`` satisfies at least one alternative."""
@@ -295,3 +297,9 @@ class Constraint:
 
     def __repr__(self) -> str:
         return f"Constraint({self.text!r})"
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_constraint(text: str) -> Constraint:
+    """:meth:`Constraint.parse`, memoised (constraints are immutable and widely shared)."""
+    return Constraint.parse(text)
