@@ -180,7 +180,7 @@ async def _serve(config: Config, options: flags.Options, load_options: LoadOptio
     if watch_task is not None:
         registry.watcher.stop()
         await watch_task
-        await asyncio.to_thread(collection.save_cache)  # keep the next start warm
+    await asyncio.to_thread(collection.save_cache)  # keep the next start warm (no-op if unchanged)
     await runner.cleanup()
     registry.close()
     log.info("stopped")
