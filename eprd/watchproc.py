@@ -7,6 +7,7 @@ own it stalls nothing. This module imports only what the child needs.
 
 from __future__ import annotations
 
+import os
 from multiprocessing.connection import Connection
 
 import watchfiles
@@ -17,6 +18,7 @@ READY = ("ready", "")
 def watch(paths: list[str], step_ms: int, debounce_ms: int, poll: bool, conn: Connection) -> None:
     """Send :data:`READY` once watching, then each batch of changed paths; errors as ``("error", text)``."""
     ready = False
+    parent = os.getppid()
     try:
         for batch in watchfiles.watch(
             *paths,
@@ -29,6 +31,8 @@ def watch(paths: list[str], step_ms: int, debounce_ms: int, poll: bool, conn: Co
             ignore_permission_denied=True,
             raise_interrupt=False,
         ):
+            if os.getppid() != parent:
+                return  # eprd is gone (even killed): do not outlive it holding its stdout/stderr
             if not ready:
                 conn.send(READY)
                 ready = True
