@@ -9,6 +9,8 @@ the lines of one event-loop iteration are written to stderr with one
 from __future__ import annotations
 
 import asyncio
+import functools
+import ipaddress
 import os
 import time
 from datetime import UTC, datetime
@@ -24,9 +26,10 @@ class AccessLog:
     """Writes access lines in ECS JSON (``ecs``) or readable (``dev``) form to a file descriptor."""
 
     def __init__(self, log_type: str = "ecs", fd: int = 2, extra: dict[str, Any] | None = None) -> None:
+        """``extra``: fields of every ECS line, dotted names allowed (``{"service.name": ...}``)."""
         self.log_type = log_type
         self.fd = fd
-        self.extra = extra or {}
+        self.extra = _nested(extra or {})
         self._pending: list[bytes] = []
 
     def _emit(self, line: bytes) -> None:
@@ -45,12 +48,15 @@ class AccessLog:
         duration_ns = int((time.monotonic() - started) * 1e9)
         version = f"{request.version.major}.{request.version.minor}"
         message = f"{request.method} {request.path} HTTP/{version}"
-        size = response.body_length or response.content_length or 0
+        size = response.content_length or 0  # (body_length counts header bytes, not sendfile's)
         if self.log_type != "ecs":
             line = (
                 f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M:%S,%f')[:-3]} INFO    eprd.access: {message}"
-                f"  status={response.status} bytes={size} duration_ms={duration_ns / 1e6:.2f}\n"
+                f"  status={response.status} bytes={size} duration_ms={duration_ns / 1e6:.2f}"
             )
+            if trace:
+                line += f" trace.id={trace['trace']['id']} transaction.id={trace['transaction']['id']}"
+            line += "\n"
             self._emit(line.encode())
             return
         host = request.host or ""
@@ -58,6 +64,10 @@ class AccessLog:
         if not sep or "]" in port:  # no port, or the tail of an IPv6 literal
             domain, port = host, ""
         remote = request.remote or ""
+        # The reference's fields (internal/util/logging.go), plus ECS's http.response.status_code
+        # and http.version; optional ones only when they have a value, as the reference.
+        http_request: dict[str, Any] = {"method": request.method}
+        url: dict[str, Any] = {"path": request.path, "domain": domain}
         doc: dict[str, Any] = {
             "@timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "log.level": "info",
@@ -66,17 +76,50 @@ class AccessLog:
             "log": {"logger": "eprd.access"},
             "http": {
                 "version": version,
-                "request": {"method": request.method},
-                "response": {"status_code": response.status, "body": {"bytes": size}},
+                "request": http_request,
+                "response": {
+                    "code": response.status,
+                    "status_code": response.status,
+                    "body": {"bytes": size},
+                },
             },
-            "url": {"path": request.path, "query": request.query_string, "domain": domain, "port": port},
-            "source": {"address": remote, "ip": remote},
-            "user_agent": {"original": request.headers.get("User-Agent", "")},
+            "url": url,
+            "source": {"address": remote, "ip" if _is_ip(remote) else "domain": remote},
             "event": {"duration": duration_ns},
             **self.extra,
             **trace,
         }
-        referer = request.headers.get("Referer")
+        if port.isdigit() and int(port):
+            url["port"] = int(port)
+        query = request.raw_path.partition("?")[2]  # raw, as the reference's url.query
+        if query:
+            url["query"] = query
+        headers = request.headers
+        referer = headers.get("Referer")
         if referer:
-            doc["http"]["request"]["referrer"] = referer
+            http_request["referer"] = referer
+        agent = headers.get("User-Agent")
+        if agent:
+            doc["user_agent"] = {"original": agent}
         self._emit(orjson.dumps(doc) + b"\n")
+
+
+def _nested(fields: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in fields.items():
+        *parents, leaf = name.split(".")
+        target = out
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_ip(address: str) -> bool:
+    """Whether a peer address is an IP (source.ip) rather than a name (source.domain)."""
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True

@@ -15,9 +15,12 @@ from aiohttp import web
 
 from eprd import API_VERSION, __version__, flags, logs
 from eprd.accesslog import AccessLog
+from eprd.apm import Apm
 from eprd.archives import ArchiveStore
 from eprd.config import Config, ConfigError, load_config
+from eprd.diagnostics import Diagnostics
 from eprd.loader import Collection, load_snapshot
+from eprd.metrics import Metrics, make_metrics_app
 from eprd.package import LoadOptions
 from eprd.server import Registry, make_app, split_address, tls_context
 from eprd.watcher import Watcher
@@ -45,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options["version"]:
         print(f"eprd version {__version__} (Elastic Package Registry API {API_VERSION})")
         return 0
-    logs.setup(options["log-level"], options["log-type"])
+    logs.setup(options["log-level"], options["log-type"], logs.service_fields())
     for name in sorted(options.explicitly_set):
         spec = next(s for s in flags.FLAGS if s.name == name)
         if spec.unsupported:
@@ -97,13 +100,26 @@ def cache_dir(options: flags.Options) -> str:
 
 
 async def _serve(config: Config, options: flags.Options, load_options: LoadOptions) -> int:
+    ops = _Operations(options)
+    try:
+        return await _serve_registry(config, options, load_options, ops)
+    finally:
+        await ops.close()
+
+
+async def _serve_registry(
+    config: Config, options: flags.Options, load_options: LoadOptions, ops: _Operations
+) -> int:
     log.info("eprd starting", extra={"service.version": __version__, "eprd.api_version": API_VERSION})
+    if not await ops.start_diagnostics():  # -httpprof: before loading, to see the load too
+        return 1
     collection = Collection(
         config.package_paths,
         load_options,
         workers=options["package-paths-workers"],
         cache_folder=os.path.join(cache_dir(options), "index"),
     )
+    collection = ops.traced(collection)  # APM transactions around loads and snapshot builds
     started = time.monotonic()
     await asyncio.to_thread(collection.load_all)
     snapshot = await asyncio.to_thread(collection.snapshot)
@@ -136,13 +152,16 @@ async def _serve(config: Config, options: flags.Options, load_options: LoadOptio
         allow_unknown_query_parameters=options["allow-unknown-query-parameters"],
         favicon=favicon,
     )
+    ops.attach(registry)  # metrics, APM and diagnostics follow the registry (before make_app)
     if logs.LEVELS[options["log-level"]] <= logging.INFO:
-        registry.access_log = AccessLog(options["log-type"])
+        registry.access_log = AccessLog(options["log-type"], extra=logs.service_fields())
     runner = web.AppRunner(
         make_app(registry),
         access_log=None,
         handle_signals=False,
-        shutdown_timeout=options["shutdown-timeout"],
+        # aiohttp waits this long for a request in flight, then as long again before it cancels
+        # it: half makes -shutdown-timeout the whole bound (a request may use all of it).
+        shutdown_timeout=options["shutdown-timeout"] / 2,
     )
     await runner.setup()
     host, port = split_address(options["address"])
@@ -169,6 +188,8 @@ async def _serve(config: Config, options: flags.Options, load_options: LoadOptio
         )
         registry.watcher = watcher
         watch_task = asyncio.create_task(watcher.run(), name="eprd-watcher")
+    if not await ops.start_metrics(registry):  # -metrics-address, after the API listener
+        return 1
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -185,3 +206,67 @@ async def _serve(config: Config, options: flags.Options, load_options: LoadOptio
     registry.close()
     log.info("stopped")
     return 0
+
+
+# --- operations: metrics, APM and diagnostics around the API (eprd.metrics, eprd.apm, eprd.diagnostics)
+
+
+class _Operations:
+    """The -metrics-address and -httpprof listeners and the APM agent of one ``_serve``."""
+
+    def __init__(self, options: flags.Options) -> None:
+        self.options = options
+        self.apm = Apm.from_environment(os.environ)
+        self.metrics = Metrics() if options["metrics-address"] else None
+        self.diagnostics = Diagnostics() if options["httpprof"] else None
+        self.runners: list[web.AppRunner] = []
+
+    async def _listen(self, app: web.Application, flag: str, shutdown_timeout: float) -> bool:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
+        await runner.setup()
+        host, port = split_address(self.options[flag])
+        try:
+            await web.TCPSite(runner, host, port, reuse_address=True).start()
+        except OSError as err:
+            log.critical("Init failed: cannot listen on %s (-%s): %s", self.options[flag], flag, err.strerror)
+            await runner.cleanup()
+            return False
+        self.runners.append(runner)
+        log.info(f"listening for -{flag}", extra={"server.address": self.options[flag]})
+        return True
+
+    async def start_diagnostics(self) -> bool:
+        if self.diagnostics is None:
+            return True
+        self.diagnostics.trace_memory()
+        return await self._listen(self.diagnostics.app(), "httpprof", 1.0)
+
+    def traced(self, collection: Collection) -> Collection:
+        return collection if self.apm is None else self.apm.traced_collection(collection)  # type: ignore[return-value]
+
+    def attach(self, registry: Registry) -> None:
+        registry.apm = self.apm
+        registry.metrics = self.metrics
+        if self.metrics is not None:
+            self.metrics.bind(registry)
+        if self.diagnostics is not None:
+            self.diagnostics.registry = registry
+
+    async def start_metrics(self, registry: Registry) -> bool:
+        if self.metrics is None:
+            return True
+        if registry.watcher is not None:
+            registry.watcher.on_rebuild.append(self.metrics.on_rebuild)
+        return await self._listen(make_metrics_app(self.metrics), "metrics-address", 5.0)
+
+    async def close(self) -> None:
+        """After the API listener has drained: close the side listeners, flush APM."""
+        if self.diagnostics is not None:
+            self.diagnostics.close()
+        for runner in reversed(self.runners):
+            await runner.cleanup()
+        self.runners.clear()
+        if self.metrics is not None:
+            self.metrics.unbind()
+        if self.apm is not None:
+            await asyncio.to_thread(self.apm.close)

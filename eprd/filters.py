@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from eprd import gojson
@@ -45,10 +47,21 @@ def categories_body(snapshot: Snapshot, query: CategoriesQuery) -> bytes:
 Selected = tuple[Indexed, list[dict[str, Any]] | None]  # package, trimmed policy templates (or None)
 
 
+# Timing hook (epr_indexer_get_duration_seconds): each callback gets the indexer name and the
+# seconds one selection in it took. Empty unless metrics are on (eprd.metrics).
+INDEXER_OBSERVERS: list[Callable[[str, float], None]] = []
+
+
 def _select(snapshot: Snapshot, query: Filter) -> list[Selected]:
     merged: dict[tuple[str, str], Selected] = {}
-    for _, items in snapshot.indexers:
-        for selected in _select_in_indexer(items, query):
+    for indexer, items in snapshot.indexers:
+        started = time.perf_counter()
+        found = _select_in_indexer(items, query)
+        if INDEXER_OBSERVERS:
+            elapsed = time.perf_counter() - started
+            for observer in INDEXER_OBSERVERS:
+                observer(indexer, elapsed)
+        for selected in found:
             package = selected[0].package
             merged.setdefault((package.name, package.version), selected)
     if query.all:

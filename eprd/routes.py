@@ -173,6 +173,7 @@ async def static_file(
         real = files.resolve(path)
         if real is None:
             return text_error(404, "resource not found", cache)
+        registry.storage_request("statics")  # metrics: counted once a file is served
         return httpfiles.DiskFileResponse(real, _headers(cache), _disk_content_type(real))
     info = files.info(path)
     if info is None:
@@ -182,6 +183,7 @@ async def static_file(
     except OSError:
         log.exception("cannot read package file", extra={"file.path": f"{files.location}:{path}"})
         return text_error(500, "internal server error", cache)
+    registry.storage_request("statics")  # metrics: counted once a file is served
     return httpfiles.bytes_response(
         request,
         body,
@@ -221,6 +223,7 @@ async def _archive(
     item = snap.lookup(name, version)
     if item is None:
         return text_error(404, "artifact not found")
+    registry.storage_request("artifacts")  # metrics: counted whatever the outcome, as the reference
     cache = cache_headers(registry.config.cache_time.catch_all)
     try:
         path = await registry.archives.get(item.package, fmt)
@@ -239,6 +242,7 @@ async def signature(
     item = snap.lookup(name, version)
     if item is None:
         return text_error(404, "signature file not found")
+    registry.storage_request("signatures")  # metrics: counted whatever the outcome, as the reference
     cache = cache_headers(registry.config.cache_time.catch_all)
     sig = item.package.signature
     if sig is None or not os.path.isfile(sig):

@@ -6,7 +6,8 @@ import asyncio
 import logging
 import os
 import ssl
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -21,11 +22,15 @@ from eprd.routes import Route, make_dispatcher
 from eprd.snapshot import Body, Snapshot
 
 if TYPE_CHECKING:
+    from eprd.apm import Apm
+    from eprd.metrics import Metrics
     from eprd.watcher import Watcher
 
 log = logging.getLogger("eprd.server")
 
 T = TypeVar("T")
+
+_NO_TRACE: dict[str, Any] = {}
 
 
 def index_document() -> bytes:
@@ -54,7 +59,12 @@ class Registry:
         self.shutting_down = False
         self.watcher: Watcher | None = None
         self.access_log: AccessLog | None = None
+        self.metrics: Metrics | None = None  # -metrics-address (eprd.metrics); set before make_app
+        self.apm: Apm | None = None  # ELASTIC_APM_SERVER_URL (eprd.apm)
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="eprd-io")
+        # id(request) -> (route, started, trace) from observe() to the make_app wrapper, which
+        # reports requests once their responses are sent; None: reported from observe().
+        self._sending: dict[int, tuple[Route | None, float, dict[str, Any]]] | None = None
         self.observers: list[Callable[[web.Request, Route | None, web.StreamResponse, float], None]] = []
 
     def is_ready(self) -> bool:
@@ -67,11 +77,35 @@ class Registry:
     def observe(
         self, request: web.Request, route: Route | None, response: web.StreamResponse, started: float
     ) -> None:
-        """Called once per request after its handler: access log and metrics."""
-        if self.access_log is not None and request.path != "/health":
-            self.access_log.write(request, response, started, {})
+        """Called once per request after its handler, before its response is sent."""
+        trace = _NO_TRACE
+        if self.apm is not None:
+            trace = self.apm.observe(request, route)  # names the transaction; its ids for the log line
+        if self._sending is not None:
+            self._sending[id(request)] = (route, started, trace)  # reported by sent()
+        elif self.access_log is not None and request.path != "/health":
+            self.access_log.write(request, response, started, trace)
         for observer in self.observers:
             observer(request, route, response, started)
+
+    def sent(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        route: Route | None,
+        started: float,
+        trace: dict[str, Any],
+    ) -> None:
+        """Called once a response is sent: metrics (matched routes only) and the access log."""
+        if self.metrics is not None and route is not None:
+            self.metrics.record(request, route.template, response, time.monotonic() - started)
+        if self.access_log is not None and request.path != "/health":
+            self.access_log.write(request, response, started, trace)
+
+    def storage_request(self, component: str) -> None:
+        """A package resource served (epr_storage_requests_total): artifacts, statics or signatures."""
+        if self.metrics is not None:
+            self.metrics.storage_request(component)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -79,8 +113,52 @@ class Registry:
 
 def make_app(registry: Registry) -> web.Application:
     app = web.Application(client_max_size=1024)
-    app.router.add_route("*", "/{tail:.*}", make_dispatcher(registry))
+    handler = make_dispatcher(registry)
+    if registry.access_log is not None or registry.metrics is not None:
+        handler = _sending(registry, handler)
+    app.router.add_route("*", "/{tail:.*}", handler)
+    if registry.apm is not None:
+        registry.apm.install(app)  # the agent's tracing middleware
     return app
+
+
+def _sending(
+    registry: Registry, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Send each response within the handler call, then report it (``Registry.sent``).
+
+    The access log and metrics then see the whole exchange, as the reference's do: the
+    bytes and time of a download, not only of its handler; ``epr_in_flight_requests``
+    counts it until its last byte. aiohttp's own prepare and write_eof that follow do
+    nothing for a response already sent; a client that left is left to aiohttp as before.
+    """
+    pending: dict[int, tuple[Route | None, float, dict[str, Any]]] = {}
+    registry._sending = pending
+    http = registry.metrics.http if registry.metrics is not None else None  # epr_in_flight_requests
+
+    async def send(request: web.Request) -> web.StreamResponse:
+        if http is not None:
+            http.in_flight += 1
+        try:
+            try:
+                response = await handler(request)
+            finally:
+                observed = pending.pop(id(request), None)
+            if observed is None:
+                return response
+            try:
+                await response.prepare(request)
+                await response.write_eof()
+            except ConnectionError:
+                pass
+            finally:
+                registry.sent(request, response, *observed)
+            return response
+        finally:
+            if http is not None:
+                http.in_flight -= 1
+
+    return send
 
 
 def split_address(address: str) -> tuple[str | None, int]:

@@ -1,0 +1,166 @@
+"""Elastic APM tracing, on only when ``ELASTIC_APM_SERVER_URL`` is set.
+
+The Python agent would send to ``http://127.0.0.1:8200`` when no server URL is
+configured, so without the variable no client is created at all. With it, the
+agent is configured by the standard ``ELASTIC_APM_*`` variables (the service
+name defaults to ``package-registry`` like the reference's, the service version
+to eprd's) and:
+
+* every API request is a ``request`` transaction from the agent's aiohttp
+  middleware, renamed ``<METHOD> <route template>`` (``GET /search``,
+  ``GET /package/{packageName:[a-z0-9_]+}/{packageVersion}/``) as the reference's
+  apmgorilla names them, ``<METHOD> unknown route`` when no route matched;
+* loading packages at start-up and every live reload is a transaction
+  (``load packages`` of type ``backend.init``, ``reload packages`` of type
+  ``backend.watcher``) with a span for reading the package versions and one for
+  building the snapshot;
+* log lines written during a transaction carry ``trace.id`` and
+  ``transaction.id`` (the agent's log record factory, read by ecs-logging), and
+  so do access lines (:meth:`Apm.observe`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+
+from eprd import __version__
+
+if TYPE_CHECKING:
+    import elasticapm
+
+    from eprd.routes import Route
+
+log = logging.getLogger("eprd.apm")
+
+SERVICE_NAME = "package-registry"
+
+
+def enabled(environ: Mapping[str, str]) -> bool:
+    return bool(environ.get("ELASTIC_APM_SERVER_URL", "").strip())
+
+
+class Apm:
+    """The agent's client and the pieces of eprd it traces."""
+
+    def __init__(self) -> None:
+        import elasticapm
+
+        self._elasticapm = elasticapm
+        # Framework-level settings: every ELASTIC_APM_* variable overrides them.
+        self.client: elasticapm.Client = elasticapm.Client(
+            config={
+                "SERVICE_NAME": SERVICE_NAME,
+                "SERVICE_VERSION": __version__,
+                "FRAMEWORK_NAME": "aiohttp",
+                "FRAMEWORK_VERSION": aiohttp.__version__,
+            }
+        )
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> Apm | None:
+        """An Apm when ``ELASTIC_APM_SERVER_URL`` is set, else None (no agent at all)."""
+        return cls() if enabled(environ) else None
+
+    def install(self, app: web.Application) -> None:
+        """Trace every request of ``app`` (before the app is frozen by its runner)."""
+        from elasticapm.contrib.aiohttp import ElasticAPM
+
+        ElasticAPM(app, client=self.client)
+
+    def observe(self, request: web.BaseRequest, route: Route | None) -> dict[str, Any]:
+        """Name the request's transaction after its route; its ids for the access log line."""
+        apm = self._elasticapm
+        template = route.template if route is not None else "unknown route"
+        apm.set_transaction_name(f"{request.method} {template}")
+        trace_id = apm.get_trace_id()
+        if trace_id is None:
+            return {}
+        return {"trace": {"id": trace_id}, "transaction": {"id": apm.get_transaction_id()}}
+
+    def traced_collection(self, collection: Any) -> TracedCollection:
+        return TracedCollection(collection, self)
+
+    def close(self) -> None:
+        """Send what is queued and stop the agent's threads."""
+        self.client.close()
+
+
+class TracedCollection:
+    """A ``loader.Collection`` whose loads and snapshot builds are APM transactions and spans.
+
+    Start-up calls ``load_all()`` then ``snapshot()``, the watcher ``refresh()`` or
+    ``apply()`` then (when something changed) ``snapshot()``, each in a worker thread; a
+    load begins the transaction and the snapshot build ends it. Everything else is the
+    collection's own.
+    """
+
+    def __init__(self, collection: Any, apm: Apm) -> None:
+        self._collection = collection
+        self._apm = apm
+        self._open: tuple[Any, str] | None = None  # the transaction a load began, and its name
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._collection, name)
+
+    def load_all(self) -> Any:
+        return self._load("load packages", "backend.init", self._collection.load_all, always_build=True)
+
+    def apply(self, changed_paths: Any) -> Any:
+        return self._load(
+            "reload packages", "backend.watcher", lambda: self._collection.apply(changed_paths), False
+        )
+
+    def refresh(self) -> Any:
+        """The watcher's catch-up once it watches: what changed since start-up."""
+        return self._load("reload packages", "backend.watcher", self._collection.refresh, False)
+
+    def _load(self, name: str, kind: str, load: Callable[[], Any], always_build: bool) -> Any:
+        apm = self._apm._elasticapm
+        client = self._apm.client
+        transaction = client.begin_transaction(kind)
+        try:
+            with apm.capture_span("load package versions", span_type="app", span_subtype="packages"):
+                changes = load()
+        except BaseException:
+            if transaction is not None:
+                client.end_transaction(name, "failure")
+            raise
+        if transaction is None:
+            return changes
+        for what in ("added", "changed", "removed", "rejected"):
+            value = getattr(changes, what, None)
+            if value is not None:
+                apm.label(**{f"packages_{what}": len(value)})
+        if changes or always_build:
+            self._open = (transaction, name)
+        else:
+            client.end_transaction(name, "no changes")
+        return changes
+
+    def snapshot(self, *args: Any, **kwargs: Any) -> Any:
+        apm = self._apm._elasticapm
+        client = self._apm.client
+        opened, self._open = self._open, None
+        if opened is None:
+            transaction, name = client.begin_transaction("backend.init"), "build snapshot"
+        else:
+            transaction, name = opened
+            from elasticapm.traces import execution_context
+
+            execution_context.set_transaction(transaction)  # this worker thread continues the load's
+        try:
+            with apm.capture_span("build snapshot", span_type="app", span_subtype="snapshot"):
+                snapshot = self._collection.snapshot(*args, **kwargs)
+        except BaseException:
+            if transaction is not None:
+                client.end_transaction(name, "failure")
+            raise
+        if transaction is not None:
+            apm.label(packages_served=len(snapshot), snapshot_generation=snapshot.generation)
+            client.end_transaction(name, "success")
+        return snapshot
