@@ -156,17 +156,3 @@ class ArchiveStore:
             },
         )
         return path
-
-    def prune(self, keep: set[str]) -> int:
-        """Remove archives whose content key is not in ``keep``; returns how many."""
-        removed = 0
-        for name in os.listdir(self.folder):
-            key = name.split(".", 1)[0]
-            if name.startswith(".building-") or key in keep:
-                continue
-            try:
-                os.unlink(os.path.join(self.folder, name))
-                removed += 1
-            except OSError:
-                pass
-        return removed
