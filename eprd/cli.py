@@ -266,7 +266,5 @@ class _Operations:
         for runner in reversed(self.runners):
             await runner.cleanup()
         self.runners.clear()
-        if self.metrics is not None:
-            self.metrics.unbind()
         if self.apm is not None:
             await asyncio.to_thread(self.apm.close)

@@ -17,9 +17,9 @@ class FilterError(ValueError):
     """Filtering could not be done (a package without a spec version under ``spec.*``)."""
 
 
-def search_body(snapshot: Snapshot, query: Filter) -> bytes:
+def search_body(snapshot: Snapshot, query: Filter, observe: IndexerObserver = None) -> bytes:
     """The ``/search`` response body."""
-    results = _select(snapshot, query)
+    results = _select(snapshot, query, observe)
     results.sort(key=lambda r: (r[0].package.name, r[0].package.key))
     entries = [item.entry if templates is None else _trimmed(item, templates) for item, templates in results]
     if not entries:
@@ -27,10 +27,10 @@ def search_body(snapshot: Snapshot, query: Filter) -> bytes:
     return gojson.json_list(entries) + b"\n"
 
 
-def categories_body(snapshot: Snapshot, query: CategoriesQuery) -> bytes:
+def categories_body(snapshot: Snapshot, query: CategoriesQuery, observe: IndexerObserver = None) -> bytes:
     """The ``/categories`` response body."""
     counts: dict[str, int] = {}
-    for item, _ in _select(snapshot, query.filter):
+    for item, _ in _select(snapshot, query.filter, observe):
         _count(item.package, counts, query.include_policy_templates)
     out = []
     for cid in sorted(counts):
@@ -47,20 +47,17 @@ def categories_body(snapshot: Snapshot, query: CategoriesQuery) -> bytes:
 Selected = tuple[Indexed, list[dict[str, Any]] | None]  # package, trimmed policy templates (or None)
 
 
-# Timing hook (epr_indexer_get_duration_seconds): each callback gets the indexer name and the
-# seconds one selection in it took. Empty unless metrics are on (eprd.metrics).
-INDEXER_OBSERVERS: list[Callable[[str, float], None]] = []
+# Told the indexer name and the seconds one selection in it took (epr_indexer_get_duration_seconds).
+IndexerObserver = Callable[[str, float], None] | None
 
 
-def _select(snapshot: Snapshot, query: Filter) -> list[Selected]:
+def _select(snapshot: Snapshot, query: Filter, observe: IndexerObserver = None) -> list[Selected]:
     merged: dict[tuple[str, str], Selected] = {}
     for indexer, items in snapshot.indexers:
         started = time.perf_counter()
         found = _select_in_indexer(items, query)
-        if INDEXER_OBSERVERS:
-            elapsed = time.perf_counter() - started
-            for observer in INDEXER_OBSERVERS:
-                observer(indexer, elapsed)
+        if observe is not None:
+            observe(indexer, time.perf_counter() - started)
         for selected in found:
             package = selected[0].package
             merged.setdefault((package.name, package.version), selected)

@@ -31,7 +31,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from prometheus_client.utils import INF, floatToGoString
 
-from eprd import __version__, filters
+from eprd import __version__
 
 if TYPE_CHECKING:
     from eprd.loader import Changes
@@ -264,12 +264,6 @@ class Metrics:
         self.rejected.set_function(lambda: len(registry.snapshot.rejected))
         self.generation.set_function(lambda: registry.snapshot.generation)
         self.built_at.set_function(lambda: registry.snapshot.built_at)
-        if self.observe_indexer not in filters.INDEXER_OBSERVERS:
-            filters.INDEXER_OBSERVERS.append(self.observe_indexer)
-
-    def unbind(self) -> None:
-        if self.observe_indexer in filters.INDEXER_OBSERVERS:
-            filters.INDEXER_OBSERVERS.remove(self.observe_indexer)
 
     def on_rebuild(self, changes: Changes, seconds: float) -> None:
         """A ``Watcher.on_rebuild`` callback."""

@@ -124,7 +124,8 @@ async def search(
 ) -> web.Response:
     try:
         query = parse_search(_raw_query(request), registry.allow_unknown_query_parameters)
-        body = snap.cache.get_or_compute(("search", query), lambda: Body(search_body(snap, query)))
+        observe = registry.metrics.observe_indexer if registry.metrics is not None else None
+        body = snap.cache.get_or_compute(("search", query), lambda: Body(search_body(snap, query, observe)))
     except QueryError as err:
         return text_error(400, str(err))
     except FilterError as err:
@@ -137,7 +138,10 @@ async def categories(
 ) -> web.Response:
     try:
         query = parse_categories(_raw_query(request), registry.allow_unknown_query_parameters)
-        body = snap.cache.get_or_compute(("categories", query), lambda: Body(categories_body(snap, query)))
+        observe = registry.metrics.observe_indexer if registry.metrics is not None else None
+        body = snap.cache.get_or_compute(
+            ("categories", query), lambda: Body(categories_body(snap, query, observe))
+        )
     except QueryError as err:
         return text_error(400, str(err))
     except FilterError as err:

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestServer
 from conftest import write_config
 from prometheus_client.parser import text_string_to_metric_families
 
-from eprd import __version__, filters
+from eprd import __version__
 from eprd.metrics import Metrics, make_metrics_app
 from eprd.server import Registry
 
@@ -70,14 +70,12 @@ class Scraped:
 @pytest.fixture
 async def with_metrics(make_registry, serve) -> AsyncIterator[Callable[..., Awaitable[Scraped]]]:
     servers: list[TestServer] = []
-    attached: list[Metrics] = []
 
     async def start(*args, **kwargs) -> Scraped:
         registry = make_registry(*args, **kwargs)
         metrics = Metrics(instance="test-host")
         registry.metrics = metrics  # as the CLI does for -metrics-address, before make_app
         metrics.bind(registry)
-        attached.append(metrics)
         _, base = await serve(registry=registry)
         server = TestServer(make_metrics_app(metrics), host="127.0.0.1")
         await server.start_server()
@@ -87,8 +85,6 @@ async def with_metrics(make_registry, serve) -> AsyncIterator[Callable[..., Awai
     yield start
     for server in servers:
         await server.close()
-    for metrics in attached:
-        metrics.unbind()
 
 
 async def fetch(http: aiohttp.ClientSession, method: str, url: str) -> tuple[int, bytes]:
@@ -243,13 +239,6 @@ async def test_metrics_listener_serves_only_slash_metrics(with_metrics, http):
     ):
         assert got.headers.get("Content-Encoding") == "gzip"
         assert "epr_service_info" in await got.text()
-
-
-async def test_without_metrics_no_indexer_observer_is_left_behind(with_metrics, http):
-    env = await with_metrics()
-    assert env.metrics.observe_indexer in filters.INDEXER_OBSERVERS
-    env.metrics.unbind()
-    assert env.metrics.observe_indexer not in filters.INDEXER_OBSERVERS
 
 
 # --- the process --------------------------------------------------------------------------------
