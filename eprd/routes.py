@@ -26,7 +26,7 @@ from multidict import CIMultiDict
 from eprd import archives, httpfiles
 from eprd.filters import FilterError, categories_body, search_body
 from eprd.query import QueryError, parse_categories, parse_search
-from eprd.snapshot import Body, Snapshot
+from eprd.snapshot import Body, Indexed, Snapshot
 from eprd.sources import DirFiles
 from eprd.versions import is_strict
 
@@ -149,15 +149,21 @@ async def categories(
     return json_response(request, body, registry.config.cache_time.categories)
 
 
+def _lookup(snap: Snapshot, name: str, version: str, not_found: str) -> Indexed | web.Response:
+    """The package a URL names, or the reference's 400/404 answer."""
+    if not is_strict(version):
+        return text_error(400, "invalid package version")
+    item = snap.lookup(name, version)
+    return item if item is not None else text_error(404, not_found)
+
+
 async def package_document(
     registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
 ) -> web.Response:
     name, version = args
-    if not is_strict(version):
-        return text_error(400, "invalid package version")
-    item = snap.lookup(name, version)
-    if item is None:
-        return text_error(404, "package revision not found")
+    item = _lookup(snap, name, version, "package revision not found")
+    if isinstance(item, web.Response):
+        return item
     body = snap.cache.get_or_compute(("package", name, version), lambda: Body(item.document))
     return json_response(request, body, registry.config.cache_time.index)
 
@@ -166,11 +172,9 @@ async def static_file(
     registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
 ) -> web.StreamResponse:
     name, version, path = args
-    if not is_strict(version):
-        return text_error(400, "invalid package version")
-    item = snap.lookup(name, version)
-    if item is None:
-        return text_error(404, "package revision not found")
+    item = _lookup(snap, name, version, "package revision not found")
+    if isinstance(item, web.Response):
+        return item
     cache = cache_headers(registry.config.cache_time.catch_all)
     files = item.package.files
     if isinstance(files, DirFiles):
@@ -222,11 +226,9 @@ async def _archive(
     registry: Registry, snap: Snapshot, args: tuple[str, ...], fmt: str, ctype: str
 ) -> web.StreamResponse:
     _, name, version = args
-    if not is_strict(version):
-        return text_error(400, "invalid package version")
-    item = snap.lookup(name, version)
-    if item is None:
-        return text_error(404, "artifact not found")
+    item = _lookup(snap, name, version, "artifact not found")
+    if isinstance(item, web.Response):
+        return item
     registry.storage_request("artifacts")  # metrics: counted whatever the outcome, as the reference
     cache = cache_headers(registry.config.cache_time.catch_all)
     try:
@@ -241,11 +243,9 @@ async def signature(
     registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
 ) -> web.StreamResponse:
     _, name, version = args
-    if not is_strict(version):
-        return text_error(400, "invalid package version")
-    item = snap.lookup(name, version)
-    if item is None:
-        return text_error(404, "signature file not found")
+    item = _lookup(snap, name, version, "signature file not found")
+    if isinstance(item, web.Response):
+        return item
     registry.storage_request("signatures")  # metrics: counted whatever the outcome, as the reference
     cache = cache_headers(registry.config.cache_time.catch_all)
     sig = item.package.signature
