@@ -9,6 +9,7 @@ layer then sends the file with sendfile, Content-Length and Range support.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import logging
@@ -100,8 +101,9 @@ def write_tar_gz(files: PackageFiles, top: str, out: io.BufferedIOBase) -> None:
 class ArchiveStore:
     """Builds archives into ``folder`` on demand, one build per content key at a time."""
 
-    def __init__(self, folder: str) -> None:
+    def __init__(self, folder: str, max_bytes: int = 2 * 1024**3) -> None:
         self.folder = folder
+        self.max_bytes = max_bytes
         os.makedirs(folder, exist_ok=True)
         self._building: dict[str, asyncio.Future[str]] = {}
         # Content key per loaded package. A package object is replaced when the watcher sees its
@@ -126,6 +128,8 @@ class ArchiveStore:
         key = await self._key(package)
         path = os.path.join(self.folder, f"{key}.{fmt}")
         if os.path.exists(path):
+            with contextlib.suppress(OSError):
+                os.utime(path)  # recently used: the last to be evicted
             return path
         pending = self._building.get(path)
         if pending is None:
@@ -145,6 +149,7 @@ class ArchiveStore:
         except BaseException:
             os.unlink(tmp)
             raise
+        self._evict(keep=path)
         log.info(
             "archive built",
             extra={
@@ -156,3 +161,22 @@ class ArchiveStore:
             },
         )
         return path
+
+    def _evict(self, keep: str) -> None:
+        """Delete the least recently used archives while the folder holds more than ``max_bytes``.
+
+        Archives of replaced package content are never asked for again; this is what removes them.
+        One modified in the last minute is kept, as a download may be about to open it.
+        """
+        with os.scandir(self.folder) as it:
+            found = [(e.stat().st_mtime, e.stat().st_size, e.path) for e in it if e.is_file()]
+        total = sum(size for _, size, _ in found)
+        recent = time.time() - 60
+        for mtime, size, path in sorted(found):
+            if total <= self.max_bytes:
+                break
+            if path == keep or mtime > recent or os.path.basename(path).startswith(".building-"):
+                continue
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+                total -= size

@@ -148,7 +148,7 @@ async def _serve_registry(
     registry = Registry(
         config,
         snapshot,
-        ArchiveStore(os.path.join(cache_dir(options), "archives")),
+        ArchiveStore(os.path.join(cache_dir(options), "archives"), options["archive-cache-size"]),
         allow_unknown_query_parameters=options["allow-unknown-query-parameters"],
         favicon=favicon,
     )
@@ -176,20 +176,20 @@ async def _serve_registry(
         await runner.cleanup()
         return 1
     log.info("listening", extra={"server.address": options["address"], "tls": ssl_context is not None})
-    # Written now, not before listening, and before the watcher can change what is loaded.
-    await asyncio.to_thread(collection.save_cache)
-    watch_task = None
     if options["package-paths-enable-watcher"]:
-        watcher = Watcher(
+        registry.watcher = Watcher(
             collection,
             lambda: registry.snapshot,
             lambda new: setattr(registry, "snapshot", new),
             poll=options["package-paths-watcher-poll"],
         )
-        registry.watcher = watcher
-        watch_task = asyncio.create_task(watcher.run(), name="eprd-watcher")
     if not await ops.start_metrics(registry):  # -metrics-address, after the API listener
         return 1
+    # Written once serving, and before the watcher can change what is loaded.
+    await asyncio.to_thread(collection.save_cache)
+    watch_task = None
+    if registry.watcher is not None:
+        watch_task = asyncio.create_task(registry.watcher.run(), name="eprd-watcher")
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -63,6 +63,7 @@ FLAGS: tuple[FlagSpec, ...] = (
     FlagSpec("package-paths-enable-watcher", bool, True, "Reload packages when package paths change."),
     FlagSpec("package-paths-watcher-poll", bool, False, "Poll package paths instead of using inotify."),
     FlagSpec("cache-dir", str, "", "Folder for built archives and the index cache (default: a temp folder)."),
+    FlagSpec("archive-cache-size", int, 2 * 1024**3, "Bytes of download archives kept in -cache-dir."),
     FlagSpec("favicon", str, "", "Path of an .ico file to serve at /favicon.ico instead of eprd's own icon."),
     FlagSpec("shutdown-timeout", float, 30.0, "Seconds in-flight requests get to finish on SIGTERM."),
     FlagSpec("feature-proxy-mode", bool, False, "Not implemented in eprd.", NOT_IN_EPRD),

@@ -23,8 +23,11 @@ import pytest
 import yarl
 from multidict import CIMultiDictProxy
 
+from eprd.archives import TAR_GZ, ArchiveStore
 from eprd.config import CacheTimes
-from tests.conftest import TESTDATA
+from eprd.loader import load_snapshot
+from eprd.package import LoadOptions
+from tests.conftest import TESTDATA, default_paths
 
 PACKAGES = TESTDATA / "packages"
 ZIPS = TESTDATA / "zips"
@@ -1047,3 +1050,14 @@ async def test_signature(serve, http, path, sig):
 async def test_signature_errors(serve, http, path, status, message, cache):
     _, base = await serve(cache_time=TIMES, require_signature=False)
     assert_error(await fetch(http, base, path), status, message, cache)
+
+
+async def test_archive_cache_evicts_the_least_recently_used_beyond_its_size(tmp_path):
+    snapshot = load_snapshot([str(p) for p in default_paths()], LoadOptions(require_signature=False))
+    folder_packages = [i.package for i in snapshot.packages.values() if i.package.files.kind == "dir"]
+    store = ArchiveStore(str(tmp_path / "archives"), max_bytes=1)
+    first = await store.get(folder_packages[0], TAR_GZ)
+    os.utime(first, (1_000_000, 1_000_000))  # long ago: no download can be about to open it
+    second = await store.get(folder_packages[1], TAR_GZ)
+    assert os.path.exists(second)  # the one just built is kept
+    assert not os.path.exists(first)

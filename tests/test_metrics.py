@@ -266,6 +266,13 @@ async def test_process_metrics_follow_live_reload(eprd_process, tmp_path: Path):
             async with http.get(url) as response:
                 return parse(await response.text())
 
+        # The metrics listener starts just after the API listener that wait_healthy saw.
+        for _ in range(200):
+            try:
+                await scrape()
+                break
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.05)
         assert (await fetch(http, "GET", process.base + "/search"))[0] == 200
         samples = await scrape()
         assert value(samples, "epr_number_indexed_packages") == 1
