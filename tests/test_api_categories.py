@@ -2,40 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import yarl
-from multidict import CIMultiDictProxy
 
 from tests.conftest import TESTDATA
+from tests.httpcheck import assert_bad_request, fetch, go_json
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-async def fetch(
-    http: aiohttp.ClientSession, base: str, path: str, headers: dict[str, str] | None = None
-) -> Reply:
-    url = yarl.URL(base + path, encoded=True)
-    sent = {"Accept-Encoding": "identity", **(headers or {})}
-    async with http.get(url, headers=sent, allow_redirects=False) as resp:
-        return Reply(resp.status, resp.headers, await resp.read())
 
 
 async def categories(http: aiohttp.ClientSession, base: str, query: str = "") -> list[dict[str, Any]]:
@@ -46,19 +23,6 @@ async def categories(http: aiohttp.ClientSession, base: str, query: str = "") ->
 
 def counts(docs: list[dict[str, Any]]) -> dict[str, int]:
     return {d["id"]: d["count"] for d in docs}
-
-
-def go_json(value: Any) -> bytes:
-    return json.dumps(value, indent=2, ensure_ascii=False).encode() + b"\n"
-
-
-def assert_bad_request(reply: Reply, message: str) -> None:
-    assert reply.status == 400
-    assert reply.body == message.encode() + b"\n"
-    assert reply.headers["Content-Type"] == "text/plain; charset=utf-8"
-    assert reply.headers["X-Content-Type-Options"] == "nosniff"
-    assert reply.headers.getall("Cache-Control") == ["max-age=0", "private, no-store"]
-    assert reply.headers["Access-Control-Allow-Origin"] == "*"
 
 
 def only(tmp_path: Path, *folders: str) -> Path:

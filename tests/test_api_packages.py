@@ -9,25 +9,21 @@ from __future__ import annotations
 import email.utils
 import gzip
 import io
-import json
 import os
 import shutil
 import tarfile
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-import yarl
-from multidict import CIMultiDictProxy
 
 from eprd.archives import TAR_GZ, ArchiveStore
 from eprd.config import CacheTimes
 from eprd.loader import load_snapshot
 from eprd.package import LoadOptions
 from tests.conftest import TESTDATA, default_paths
+from tests.httpcheck import NO_CACHE, Reply, fetch, go_json
 
 PACKAGES = TESTDATA / "packages"
 ZIPS = TESTDATA / "zips"
@@ -36,7 +32,6 @@ PROBE_ZIP = ZIPS / "zipped_probe-1.0.0.zip"
 PROBE_ZIP_NO_DIRS = ZIPS / "zipped_probe-1.1.0.zip"
 ZIP_STAMP = "Fri, 17 May 2024 10:30:00 GMT"  # every entry of the test zips (DOS time read as UTC)
 
-NO_CACHE = ["max-age=0", "private, no-store"]
 # Distinct values so every endpoint's cache time is recognisable.
 TIMES = CacheTimes(index=11, search=22, categories=33, catch_all=44)
 INDEX_CACHE = ["max-age=11", "public"]
@@ -46,34 +41,6 @@ CATCH_ALL = ["max-age=44", "public"]
 # --- helpers --------------------------------------------------------------------------------------
 
 
-@dataclass
-class Reply:
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    @property
-    def cache(self) -> list[str]:
-        return self.headers.getall("Cache-Control", [])
-
-
-async def fetch(
-    http: aiohttp.ClientSession,
-    base: str,
-    path: str,
-    headers: dict[str, str] | None = None,
-    method: str = "GET",
-) -> Reply:
-    url = yarl.URL(base + path, encoded=True)
-    sent = {"Accept-Encoding": "identity", **(headers or {})}
-    async with http.request(method, url, headers=sent, allow_redirects=False) as resp:
-        return Reply(resp.status, resp.headers, await resp.read())
-
-
 def ordered(value: Any) -> Any:
     """JSON value with every object turned into a list of pairs, so == also compares key order."""
     if isinstance(value, dict):
@@ -81,10 +48,6 @@ def ordered(value: Any) -> Any:
     if isinstance(value, list):
         return [ordered(v) for v in value]
     return value
-
-
-def go_json(value: Any) -> bytes:
-    return json.dumps(value, indent=2, ensure_ascii=False).encode() + b"\n"
 
 
 def assert_last_modified(reply: Reply, path: Path) -> None:

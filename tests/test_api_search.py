@@ -7,44 +7,15 @@ The packages under ``testdata/`` and what each one exercises are listed in
 from __future__ import annotations
 
 import gzip
-import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
-import yarl
-from multidict import CIMultiDictProxy
 
 from tests.conftest import TESTDATA
+from tests.httpcheck import Reply, assert_bad_request, fetch, go_json
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    @property
-    def text(self) -> str:
-        return self.body.decode()
-
-
-async def fetch(
-    http: aiohttp.ClientSession, base: str, path: str, headers: dict[str, str] | None = None
-) -> Reply:
-    """GET ``path`` exactly as written (no normalisation, no redirects followed, no compression)."""
-    url = yarl.URL(base + path, encoded=True)
-    sent = {"Accept-Encoding": "identity", **(headers or {})}
-    async with http.get(url, headers=sent, allow_redirects=False) as resp:
-        return Reply(resp.status, resp.headers, await resp.read())
 
 
 def pairs(reply: Reply) -> list[tuple[str, str]]:
@@ -54,20 +25,6 @@ def pairs(reply: Reply) -> list[tuple[str, str]]:
 
 async def search(http: aiohttp.ClientSession, base: str, query: str = "") -> list[tuple[str, str]]:
     return pairs(await fetch(http, base, "/search" + (f"?{query}" if query else "")))
-
-
-def go_json(value: Any) -> bytes:
-    """How the reference lays out JSON: 2-space indent, ``": "``, no HTML escaping, trailing newline."""
-    return json.dumps(value, indent=2, ensure_ascii=False).encode() + b"\n"
-
-
-def assert_bad_request(reply: Reply, message: str) -> None:
-    assert reply.status == 400
-    assert reply.body == message.encode() + b"\n"
-    assert reply.headers["Content-Type"] == "text/plain; charset=utf-8"
-    assert reply.headers["X-Content-Type-Options"] == "nosniff"
-    assert reply.headers.getall("Cache-Control") == ["max-age=0", "private, no-store"]
-    assert reply.headers["Access-Control-Allow-Origin"] == "*"
 
 
 def write_package(

@@ -13,45 +13,17 @@ import os
 import shutil
 import tarfile
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp
 import pytest
-import yarl
-from multidict import CIMultiDictProxy
 
 from eprd.config import CacheTimes
 from tests.conftest import TESTDATA
+from tests.httpcheck import NO_CACHE, Reply, fetch
 
-NO_CACHE = ["max-age=0", "private, no-store"]
 INDEX_BODY = b'{\n  "service.name": "package-registry",\n  "service.version": "1.40.1"\n}\n'
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes
-
-    @property
-    def cache(self) -> list[str]:
-        return self.headers.getall("Cache-Control", [])
-
-
-async def fetch(
-    http: aiohttp.ClientSession,
-    base: str,
-    path: str,
-    method: str = "GET",
-    headers: dict[str, str] | None = None,
-) -> Reply:
-    """Send ``path`` byte for byte (no client-side normalisation), never following redirects."""
-    url = yarl.URL(base + path, encoded=True)
-    sent = {"Accept-Encoding": "identity", **(headers or {})}
-    async with http.request(method, url, headers=sent, allow_redirects=False) as resp:
-        return Reply(resp.status, resp.headers, await resp.read())
 
 
 def assert_fallback_404(reply: Reply) -> None:
@@ -233,7 +205,7 @@ async def test_options_is_not_special_cased(serve, http):
         "Access-Control-Request-Method": "GET",
         "Access-Control-Request-Headers": "kbn-xsrf",
     }
-    reply = await fetch(http, base, "/search?package=acme_logs", "OPTIONS", preflight)
+    reply = await fetch(http, base, "/search?package=acme_logs", preflight, "OPTIONS")
     plain = await fetch(http, base, "/search?package=acme_logs")
     assert reply.status == 200
     assert reply.body == plain.body
@@ -257,7 +229,7 @@ async def test_options_is_not_special_cased(serve, http):
 async def test_every_method_behaves_like_get(serve, http, method, path):
     _, base = await serve()
     expected = await fetch(http, base, path)
-    reply = await fetch(http, base, path, method)
+    reply = await fetch(http, base, path, method=method)
     assert reply.status == expected.status == 200
     assert reply.body == expected.body
     assert reply.headers["Content-Type"] == expected.headers["Content-Type"]
@@ -266,9 +238,9 @@ async def test_every_method_behaves_like_get(serve, http, method, path):
 async def test_errors_are_the_same_for_every_method(serve, http):
     _, base = await serve()
     for method in ("GET", "POST", "DELETE"):
-        reply = await fetch(http, base, "/search?all=maybe", method)
+        reply = await fetch(http, base, "/search?all=maybe", method=method)
         assert reply.status == 400 and reply.body == b"invalid 'all' query param: 'maybe'\n"
-        assert_fallback_404(await fetch(http, base, "/nowhere", method))
+        assert_fallback_404(await fetch(http, base, "/nowhere", method=method))
 
 
 @pytest.mark.parametrize(
@@ -287,7 +259,7 @@ async def test_errors_are_the_same_for_every_method(serve, http):
 async def test_head_has_no_body(serve, http, path, status):
     _, base = await serve()
     get = await fetch(http, base, path)
-    head = await fetch(http, base, path, "HEAD")
+    head = await fetch(http, base, path, method="HEAD")
     assert head.status == get.status == status
     assert head.body == b""
     assert head.headers.get("Content-Type") == get.headers.get("Content-Type")
@@ -297,7 +269,7 @@ async def test_head_has_no_body(serve, http, path, status):
 async def test_head_of_a_file_announces_its_length(serve, http):
     _, base = await serve()
     png = TESTDATA / "packages" / "widget_metrics" / "1.0.0" / "img" / "widget.png"
-    head = await fetch(http, base, "/package/widget_metrics/1.0.0/img/widget.png", "HEAD")
+    head = await fetch(http, base, "/package/widget_metrics/1.0.0/img/widget.png", method="HEAD")
     assert head.headers["Content-Length"] == str(png.stat().st_size)
     assert head.headers["Content-Type"] == "image/png"
 
