@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from typing import Any
 
@@ -176,10 +177,7 @@ def _validate(
         raise ManifestError(f"type is not valid: {ds_type}")
     if pipeline:
         _validate_pipeline(files, listing, base, pipeline)
-    try:
-        _validate_required_fields(files, listing, base)
-    except ManifestError as err:
-        raise ManifestError(f"validating required fields failed: {err}") from None
+    _validate_required_fields(files, listing, base)
     for stream in streams:
         has_input, has_package = bool(stream.get("input")), bool(stream.get("package"))
         if has_input == has_package:
@@ -206,24 +204,57 @@ def _validate_pipeline(files: PackageFiles, listing: Listing, base: str, pipelin
         raise ManifestError(f"defined ingest_pipeline does not exist: {folder}{pipeline}")
 
 
+# Outcomes of required-fields checks by digest of the fields files: consecutive versions of a
+# package mostly carry the very same files, and the check flattens every field of every file.
+_CHECKED: dict[bytes, str | None] = {}
+_CHECKED_SIZE = 4096
+
+
 def _validate_required_fields(files: PackageFiles, listing: Listing, base: str) -> None:
-    fields: list[dict[str, Any]] = []
+    contents: list[tuple[str, bytes | None]] = []
+    digest = hashlib.blake2b(digest_size=16)
     for entry in listing.children(f"{base}/fields"):
         try:
-            data = fields_document(files.read_listed(entry.path)) if not entry.is_dir else 0
-        except (OSError, yamlfile.YAMLError) as err:
-            raise ManifestError(f"reading file failed (path: {entry.path}): {err}") from None
+            body = None if entry.is_dir else files.read_listed(entry.path)
+        except OSError as err:
+            raise ManifestError(
+                f"validating required fields failed: reading file failed (path: {entry.path}): {err}"
+            ) from None
+        contents.append((entry.path, body))
+        size = -1 if body is None else len(body)
+        digest.update(b"%s\0%d\0%s" % (entry.path.encode(), size, body or b""))
+    key = digest.digest()
+    if key not in _CHECKED:
+        if len(_CHECKED) >= _CHECKED_SIZE:
+            _CHECKED.clear()
+        _CHECKED[key] = _required_fields_problem(contents)
+    if _CHECKED[key]:
+        raise ManifestError(f"validating required fields failed: {_CHECKED[key]}")
+
+
+def _required_fields_problem(contents: list[tuple[str, bytes | None]]) -> str | None:
+    """What is wrong with the required fields in these fields files (None: nothing)."""
+    fields: list[dict[str, Any]] = []
+    for path, body in contents:
+        try:
+            data = fields_document(body) if body is not None else 0
+        except yamlfile.YAMLError as err:
+            return f"reading file failed (path: {path}): {err}"
         if data is None:
             continue
         if not isinstance(data, list) or not all(isinstance(f, dict | None) for f in data):
-            raise ManifestError(f"unmarshaling file failed (path: {entry.path}): not a list of fields")
+            return f"unmarshaling file failed (path: {path}): not a list of fields"
         fields.extend(_flatten(f or {}) for f in data)
-    for name, wanted in REQUIRED_FIELDS:
-        found = _find_field(fields, name)
-        if found is None:
-            found = _find_nested_field(fields, name)
-        if found != wanted:
-            raise ManifestError(f"wrong field type for '{name}' (expected: {wanted}, got: {found})")
+    try:
+        for name, wanted in REQUIRED_FIELDS:
+            found = _find_field(fields, name)
+            if found is None:
+                found = _find_nested_field(fields, name)
+            if found != wanted:
+                return f"wrong field type for '{name}' (expected: {wanted}, got: {found})"
+    except ManifestError as err:
+        return str(err)
+    return None
 
 
 @functools.lru_cache(maxsize=4096)

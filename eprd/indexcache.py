@@ -15,7 +15,6 @@ import logging
 import os
 import pickle
 import tempfile
-import zlib
 from array import array
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +23,7 @@ from eprd import __version__
 
 log = logging.getLogger("eprd.indexcache")
 
-FORMAT = 7  # bump when what is stored changes meaning
+FORMAT = 8  # bump when what is stored changes meaning
 _MISSING = (-1, -1, -1, -1)
 
 
@@ -32,8 +31,8 @@ _MISSING = (-1, -1, -1, -1)
 class Cached:
     """One package version as loaded: what it was read from and what came out.
 
-    Paths and stamps are kept flat (one string, one tuple of ints) because a cache holds tens
-    of thousands of entries and unpickling time grows with the number of objects.
+    Paths and stamps are kept flat (one string, one bytes) because a cache holds tens of
+    thousands of entries and unpickling time grows with the number of objects.
     """
 
     location: str
@@ -41,37 +40,77 @@ class Cached:
     stamp: bytes  # inode, size, mtime, ctime of each input as int64s; -1s for a missing one
     result: Any  # a Package or a PackageError
 
-    @classmethod
-    def make(cls, location: str, paths: tuple[str, ...], stamp: bytes, result: Any) -> Cached:
-        parent = os.path.dirname(location)
-        return cls(location, "\0".join(os.path.relpath(p, parent) for p in paths), stamp, result)
-
-    def paths(self) -> tuple[str, ...]:
-        parent = os.path.dirname(self.location)
-        return tuple(os.path.join(parent, rel) for rel in self.inputs.split("\0"))
+    def is_fresh(self) -> bool:
+        """Whether every input is still as it was when the entry was made."""
+        return stamp(os.path.dirname(self.location), self.inputs.split("\0")) == self.stamp
 
 
-def stamp(paths: tuple[str, ...]) -> bytes:
-    """The identity of ``paths`` now: inode, size, mtime and ctime of each, as packed int64s."""
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A load whose inputs are not stamped yet.
+
+    Stamping means a stat of every input (at 10,000 versions about half a million), so it is
+    left until the cache is written, after the registry serves.
+    """
+
+    location: str
+    inputs: str  # as in Cached
+    started_ns: int  # when the load started
+    result: Any
+
+    def stamped(self) -> Cached | None:
+        """The cache entry; None if an input changed after the load started (read it again)."""
+        value = stamp(os.path.dirname(self.location), self.inputs.split("\0"))
+        if changed_since(value, self.started_ns):
+            return None
+        return Cached(self.location, self.inputs, value, self.result)
+
+
+def pending(location: str, paths: tuple[str, ...], started_ns: int, result: Any) -> Pending | None:
+    """What to stamp for a load of ``location`` from ``paths``; None when there is nothing to cache.
+
+    ``paths`` are all inside the folder holding ``location`` (the version folder or zip, its
+    signature, what is inside the folder).
+    """
+    if not paths:
+        return None
+    cut = len(os.path.dirname(location)) + 1
+    return Pending(location, "\0".join(p[cut:] for p in paths), started_ns, result)
+
+
+def stamp(folder: str, names: list[str]) -> bytes:
+    """The identity of ``names`` inside ``folder`` now: inode, size, mtime and ctime of each, as int64s."""
     out = array("q")
-    for path in paths:
-        try:
-            st = os.stat(path)
-        except OSError:
-            out.extend(_MISSING)
-            continue
-        out.extend((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    try:
+        # Relative to an open folder: at a warm start this runs for every input of every version
+        # (hundreds of thousands), and the kernel then resolves a few components instead of all.
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        out.extend(_MISSING * len(names))
+        return out.tobytes()
+    try:
+        for name in names:
+            try:
+                st = os.stat(name, dir_fd=fd)
+            except OSError:
+                out.extend(_MISSING)
+                continue
+            out.extend((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    finally:
+        os.close(fd)
     return out.tobytes()
 
 
+# File times come from the kernel's coarse clock, up to a tick behind the clock a load start
+# is read from: a change just after the start may carry a ctime just before it.
+CLOCK_SLACK_NS = 10_000_000
+
+
 def changed_since(stamp_value: bytes, started_ns: int) -> bool:
-    """Whether any input of a stamp changed (its ctime) at or after ``started_ns``."""
+    """Whether any input of a stamp changed (its ctime) at or after ``started_ns`` (less the slack)."""
     values = array("q", stamp_value)
-    return any(ctime >= started_ns for ctime in values[3::4])
-
-
-def is_fresh(entry: Cached) -> bool:
-    return stamp(entry.paths()) == entry.stamp
+    since = started_ns - CLOCK_SLACK_NS
+    return any(ctime >= since for ctime in values[3::4])
 
 
 def cache_file(folder: str, package_paths: tuple[str, ...], options: Any, schema: str) -> str:
@@ -87,7 +126,7 @@ def read(path: str) -> dict[str, Cached]:
     try:
         with open(path, "rb") as fh:
             data = fh.read()
-        entries = pickle.loads(zlib.decompress(data))  # written by this module only, in eprd's cache dir
+        entries = pickle.loads(data)  # written by this module only, in eprd's cache dir
     except FileNotFoundError:
         return {}
     except Exception as err:
@@ -100,7 +139,9 @@ def write(path: str, entries: dict[str, Cached]) -> None:
     """Replace the cache file atomically."""
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
-    data = zlib.compress(pickle.dumps(entries, protocol=pickle.HIGHEST_PROTOCOL), 1)
+    # Not compressed: documents inside are deflated already, and inflating the whole file took
+    # longer than reading it uncompressed.
+    data = pickle.dumps(entries, protocol=pickle.HIGHEST_PROTOCOL)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".index-")
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -9,13 +9,15 @@ the pure :func:`eprd.snapshot.build_snapshot`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import logging
 import multiprocessing
 import os
 import pickle
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
@@ -43,6 +45,8 @@ class Changes:
 
 # Below this many versions, starting worker processes costs more than it saves.
 PARALLEL_MIN = 64
+CHUNKS_PER_WORKER = 8
+CHUNK_MIN = 16
 
 # The fields of what the index cache stores: a change of layout makes a new cache file.
 _SCHEMA = ",".join(
@@ -50,9 +54,8 @@ _SCHEMA = ",".join(
     for cls in (Package, Entry, FileInfo)
 )
 
-# What a package's content was derived from and their stamp; None when it must not be cached.
-Stamped = tuple[tuple[str, ...], bytes] | None
-Loaded = tuple[str, Package | PackageError, Stamped]
+# A candidate's location, what loading it gave, and what to stamp for the index cache (None: nothing).
+Loaded = tuple[str, Package | PackageError, indexcache.Pending | None]
 
 
 def _log_rejection(err: PackageError) -> None:
@@ -63,34 +66,42 @@ def _log_rejection(err: PackageError) -> None:
     )
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a load allocates: packages are trees, not cycles.
+
+    A load creates millions of objects and keeps most of them, so the collector would walk an
+    ever larger heap again and again (a fifth of the loading time) and find nothing to free.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@_gc_paused()
 def _load_chunk(locations: list[str], options: LoadOptions) -> list[Loaded]:
     """Load candidates in a worker process (or in this one)."""
     out = []
     for location in locations:
         started = time.time_ns()
         result, inputs = load_package(location, options)
-        out.append((location, result, _stamped(inputs, started)))
+        out.append((location, result, indexcache.pending(location, inputs, started, result)))
     return out
-
-
-def _stamped(inputs: tuple[str, ...], started_ns: int) -> Stamped:
-    """The inputs' stamp, unless one changed while it was read (then it must not be cached)."""
-    if not inputs:
-        return None
-    stamp = indexcache.stamp(inputs)
-    if indexcache.changed_since(stamp, started_ns):
-        return None
-    return inputs, stamp
 
 
 def load_many(locations: list[str], options: LoadOptions, workers: int) -> list[Loaded]:
     """Load candidates, in ``workers`` processes when there are enough of them."""
     if workers <= 1 or len(locations) < PARALLEL_MIN:
         return _load_chunk(locations, options)
-    # Neighbouring versions share most files (and neighbouring packages some): each process takes
-    # one contiguous run of candidates, so its YAML memo keeps hitting.
+    # Neighbouring versions share most files: a chunk holds whole packages, so a process's YAML
+    # memo keeps hitting. Several chunks per process keep both busy to the end, and this process
+    # takes in the results of one while the next is loaded.
     chunks: list[list[str]] = []
-    size = -(-len(locations) // workers)
+    size = max(CHUNK_MIN, -(-len(locations) // (workers * CHUNKS_PER_WORKER)))
     for location in locations:
         same_package = chunks and os.path.dirname(chunks[-1][-1]) == os.path.dirname(location)
         if not chunks or (len(chunks[-1]) >= size and not same_package):
@@ -122,10 +133,12 @@ class Collection:
         self.candidates: dict[str, Candidate] = {}
         self.packages: dict[str, Package] = {}  # location -> last good package
         self.rejected: dict[str, PackageError] = {}  # location -> why its current content is not served
-        self.cached: dict[str, indexcache.Cached] = {}  # location -> what the index cache holds for it
+        # location -> its index cache entry, or what to stamp to make one
+        self.cached: dict[str, indexcache.Cached | indexcache.Pending] = {}
         self.reused = 0  # versions taken from the index cache by the last load_all
         self.cache_outdated = False  # whether the cache file differs from what is loaded
 
+    @_gc_paused()
     def load_all(self) -> Changes:
         """Scan every package path and load every candidate, reusing index cache entries still fresh."""
         found = scan(self.paths)
@@ -134,12 +147,12 @@ class Collection:
         fresh = {
             c.location: previous[c.location]
             for c in found
-            if c.location in previous and indexcache.is_fresh(previous[c.location])
+            if c.location in previous and previous[c.location].is_fresh()
         }
         self.reused = len(fresh)
+        self.cached.update(fresh)
         for location, entry in fresh.items():
-            self.cached[location] = entry
-            self._store(location, entry.result, None, Changes())
+            self._accept(location, entry.result, Changes())
         changes = self._reload([c.location for c in found if c.location not in fresh])
         changes.added.extend(loc for loc, e in fresh.items() if not isinstance(e.result, PackageError))
         changes.rejected.extend(loc for loc, e in fresh.items() if isinstance(e.result, PackageError))
@@ -150,11 +163,21 @@ class Collection:
         """Re-read whatever changed since it was loaded: new, removed and re-stamped candidates."""
         found = {c.location for c in scan(self.paths)}
         stale = (found ^ self.candidates.keys()) | {
-            location
-            for location in found & self.candidates.keys()
-            if location not in self.cached or not indexcache.is_fresh(self.cached[location])
+            location for location in found & self.candidates.keys() if not self._fresh(location)
         }
         return self._reload(sorted(stale))
+
+    def _fresh(self, location: str) -> bool:
+        """Whether the loaded content of a candidate is what is on disk now (stamping it if needed)."""
+        entry = self.cached.get(location)
+        if isinstance(entry, indexcache.Pending):
+            stamped = entry.stamped()  # stamped now, so fresh unless it changed while loading
+            if stamped is None:
+                del self.cached[location]
+                return False
+            self.cached[location] = stamped
+            return True
+        return entry is not None and entry.is_fresh()
 
     def folder_count(self) -> int:
         """Folders under the package paths: package folders, their versions and everything inside."""
@@ -162,18 +185,28 @@ class Collection:
         return len(self.paths) + len(parents) + sum(p.folders for p in self.packages.values())
 
     def save_cache(self) -> None:
-        """Write what is loaded now to the index cache, if that differs from the file."""
+        """Write what is loaded now to the index cache, if that differs from the file (stamping new loads)."""
         if self.cache_file is None or not self.cache_outdated:
             return
+        entries = {}
+        for location in self.candidates:
+            entry = self.cached.get(location)
+            if isinstance(entry, indexcache.Pending):
+                entry = entry.stamped()
+                if entry is None:  # changed while it was loaded: the watcher reloads it
+                    del self.cached[location]
+                    continue
+                self.cached[location] = entry
+            if entry is not None:
+                entries[location] = entry
         try:
-            indexcache.write(
-                self.cache_file, {loc: self.cached[loc] for loc in self.candidates if loc in self.cached}
-            )
+            indexcache.write(self.cache_file, entries)
         except (OSError, pickle.PicklingError, AttributeError, TypeError) as err:
             log.warning("cannot write the index cache %s: %s", self.cache_file, err)
         else:
             self.cache_outdated = False
 
+    @_gc_paused()
     def snapshot(self, generation: int = 1, previous: Snapshot | None = None) -> Snapshot:
         """A snapshot of the last good packages, zips before folders, each in discovery order."""
         ordered = sorted(self.candidates.values(), key=lambda c: c.order)
@@ -226,6 +259,7 @@ class Collection:
             return os.path.join(root, *parts)
         return parts[:1]
 
+    @_gc_paused()
     def _reload(self, locations: list[str]) -> Changes:
         changes = Changes()
         present = []
@@ -240,19 +274,17 @@ class Collection:
                 continue
             self.candidates[location] = candidate
             present.append(location)
-        for location, result, stamped in load_many(present, self.options, self.workers):
-            self._store(location, result, stamped, changes)
+        for location, result, pending in load_many(present, self.options, self.workers):
+            if pending is None:
+                self.cached.pop(location, None)
+            else:
+                self.cached[location] = pending
+            self.cache_outdated = True
+            self._accept(location, result, changes)
         return changes
 
-    def _store(
-        self, location: str, result: Package | PackageError, stamped: Stamped, changes: Changes
-    ) -> None:
-        if stamped is not None:
-            self.cached[location] = indexcache.Cached.make(location, stamped[0], stamped[1], result)
-            self.cache_outdated = True
-        elif location not in self.cached or self.cached[location].result is not result:
-            self.cached.pop(location, None)
-            self.cache_outdated = True
+    def _accept(self, location: str, result: Package | PackageError, changes: Changes) -> None:
+        """Serve a loaded package from the next snapshot, or log why it is rejected."""
         if isinstance(result, PackageError):
             _log_rejection(result)
             self.rejected[location] = result  # the last good version, if any, stays served
