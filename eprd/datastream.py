@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from typing import Any
 
-from eprd import blockyaml, yamlfile
+from eprd import yamlfile
 from eprd.gofmt import go_string
 from eprd.ingestion import ingestion_method
 from eprd.listing import Listing
@@ -237,7 +236,7 @@ def _required_fields_problem(contents: list[tuple[str, bytes | None]]) -> str | 
     fields: list[dict[str, Any]] = []
     for path, body in contents:
         try:
-            data = fields_document(body) if body is not None else 0
+            data = yamlfile.load(body) if body is not None else 0
         except yamlfile.YAMLError as err:
             return f"reading file failed (path: {path}): {err}"
         if data is None:
@@ -255,13 +254,6 @@ def _required_fields_problem(contents: list[tuple[str, bytes | None]]) -> str | 
     except ManifestError as err:
         return str(err)
     return None
-
-
-@functools.lru_cache(maxsize=4096)
-def fields_document(body: bytes) -> Any:
-    """A fields file's entries: the fast block-style reader when it applies, else PyYAML."""
-    fast = blockyaml.read(body)
-    return fast if fast is not None else yamlfile.load(body)
 
 
 def _flatten(entry: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -95,10 +95,13 @@ class Watcher:
         self.stats = WatchStats()
         self.ready = asyncio.Event()  # set once every folder is watched and missed changes are applied
         self._process: BaseProcess | None = None
+        self._stopped = False  # stop() may come before run() has started (SIGTERM at start-up)
         self.on_rebuild: list[Callable[[Changes, float], None]] = []
 
     async def run(self) -> None:
         """Watch until :meth:`stop`; a watcher that cannot start leaves the registry serving."""
+        if self._stopped:
+            return
         paths = [p for p in self.collection.paths if os.path.isdir(p)]
         if not paths:
             log.warning("no existing package path to watch; live reload is off")
@@ -169,6 +172,7 @@ class Watcher:
         )
 
     def stop(self) -> None:
+        self._stopped = True
         process, self._process = self._process, None
         if process is not None and process.is_alive():
             process.terminate()  # it holds no state; the reader sees the pipe close and ends the loop

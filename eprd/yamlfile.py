@@ -15,13 +15,14 @@ consecutive versions of a package mostly share their files.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections import OrderedDict
 from typing import Any
 
 import yaml
 from yaml.nodes import Node, ScalarNode, SequenceNode
 
+from eprd import fastyaml
+from eprd.fastyaml import CONSTANTS, scalar, to_float, to_int
 from eprd.gofmt import go_string
 
 
@@ -36,7 +37,7 @@ _MAP = "tag:yaml.org,2002:map"
 
 
 class _Composer(yaml.CSafeLoader):
-    """The C parser and composer, with implicit resolution left to :func:`_scalar`."""
+    """The C parser and composer, with implicit resolution left to :func:`eprd.fastyaml.scalar`."""
 
     def resolve(self, kind: type, value: Any, implicit: Any) -> str:
         if kind is ScalarNode:
@@ -44,54 +45,10 @@ class _Composer(yaml.CSafeLoader):
         return _SEQ if kind is SequenceNode else _MAP
 
 
-_CONSTANTS: dict[str, Any] = {"": None, "~": None, "null": None, "Null": None, "NULL": None}
-_TRUE = ("y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON")
-_FALSE = ("n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF")
-_CONSTANTS.update(dict.fromkeys(_TRUE, True))
-_CONSTANTS.update(dict.fromkeys(_FALSE, False))
-_NUMBER_START = frozenset("-+.0123456789")
-_INT = re.compile(r"[-+]?(?:0b[01_]+|0x[0-9a-fA-F_]+|0[0-7_]+|0|[1-9][0-9_]*)")
-_FLOAT = re.compile(
-    r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)"
-)
-
-
-def _scalar(text: str) -> Any:
-    """A plain scalar with yaml.v2's implicit types (y/n booleans, no sexagesimal, no timestamps)."""
-    if text in _CONSTANTS:
-        return _CONSTANTS[text]
-    if text[0] in _NUMBER_START:
-        if _INT.fullmatch(text):
-            return _to_int(text)
-        if _FLOAT.fullmatch(text):
-            return _to_float(text)
-    return text
-
-
-def _to_int(text: str) -> int:
-    digits = text.replace("_", "")
-    sign = -1 if digits.startswith("-") else 1
-    digits = digits.lstrip("+-")
-    if digits.startswith(("0b", "0x")):
-        return sign * int(digits, 0)
-    if len(digits) > 1 and digits.startswith("0"):
-        return sign * int(digits, 8)  # YAML 1.1 octal
-    return sign * int(digits)
-
-
-def _to_float(text: str) -> float:
-    lowered = text.lower()
-    if lowered.endswith(".inf"):
-        return float("-inf") if lowered.startswith("-") else float("inf")
-    if lowered == ".nan":
-        return float("nan")
-    return float(text.replace("_", ""))
-
-
 _EXPLICIT = {
-    "tag:yaml.org,2002:int": lambda text: _to_int(text),
-    "tag:yaml.org,2002:float": lambda text: _to_float(text),
-    "tag:yaml.org,2002:bool": lambda text: bool(_CONSTANTS.get(text, text)),
+    "tag:yaml.org,2002:int": lambda text: to_int(text),
+    "tag:yaml.org,2002:float": lambda text: to_float(text),
+    "tag:yaml.org,2002:bool": lambda text: bool(CONSTANTS.get(text, text)),
     "tag:yaml.org,2002:null": lambda text: None,
 }
 
@@ -102,7 +59,7 @@ def _build(node: Node, built: dict[int, Any]) -> Any:
         return known  # an alias of an anchored node
     if isinstance(node, ScalarNode):
         if node.tag == _PLAIN:
-            return _scalar(node.value)
+            return scalar(node.value)
         convert = _EXPLICIT.get(node.tag)
         return convert(node.value) if convert is not None else node.value
     if isinstance(node, SequenceNode):
@@ -168,6 +125,9 @@ def _memoised(data: bytes | str, expand: bool) -> Any:
 
 
 def _parse(raw: bytes) -> Any:
+    fast, value = fastyaml.parse(raw)
+    if fast:
+        return value
     try:
         node = yaml.compose(raw, Loader=_Composer)  # a CSafeLoader subclass
         return None if node is None else _build(node, {})

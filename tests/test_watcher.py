@@ -219,3 +219,18 @@ async def test_a_burst_of_200_writes_gives_few_rebuilds(live, root: Path) -> Non
     assert env.watcher.stats.rebuilds - before <= 10
     status, body = await env.get("/package/alpha/1.0.0/docs/README.md")
     assert status == 200 and body == b"# Alpha\n\nRevision 199.\n"
+
+
+async def test_a_watcher_stopped_before_it_runs_does_not_start(tmp_path: Path) -> None:
+    # SIGTERM can arrive while the server is still starting, before the watcher task has run.
+    root = tmp_path / "packages"
+    pf.write_dir(root, "alpha", "1.0.0")
+    collection = Collection([str(root)], LoadOptions(validate=True, require_signature=False))
+    collection.load_all()
+    snapshot = collection.snapshot()
+    watcher = Watcher(collection, lambda: snapshot, lambda s: None)
+    task = asyncio.create_task(watcher.run())
+    watcher.stop()
+    await asyncio.wait_for(task, 5)
+    assert watcher._process is None
+    assert not watcher.ready.is_set()
