@@ -168,7 +168,7 @@ class _Reader:
 
     def _mapping(self, i: int, indent: int, first: str) -> tuple[dict[Any, Any], int]:
         mapping: dict[Any, Any] = {}
-        text, indents = self.text, self.indent
+        text, indents, count = self.text, self.indent, self.count
         content = first
         while True:
             end = _key_end(content)
@@ -177,22 +177,36 @@ class _Reader:
             key_text = content[:end]
             if key_text[0] in _NOT_PLAIN_START or key_text[-1] == " " or " #" in key_text:
                 raise _Declined
-            key = scalar(key_text)
-            if key_text == "<<":
+            if key_text in CONSTANTS or key_text[0] in _NUMBER_START:
+                key = scalar(key_text)
+            elif key_text == "<<":
                 raise _Declined  # merge keys
+            else:
+                key = key_text
             rest = content[end + 1 :].lstrip(" ")
             if not rest or rest[0] == "#":
                 j = self._content(i + 1)
-                if j < self.count and indents[j] > indent:
+                if j < count and indents[j] > indent:
                     mapping[key], i = self._block(j, indents[j], indent)
-                elif j < self.count and indents[j] == indent and (text[j] == "-" or text[j].startswith("- ")):
+                elif j < count and indents[j] == indent and (text[j] == "-" or text[j].startswith("- ")):
                     mapping[key], i = self._sequence(j, indent)
                 else:
                     mapping[key], i = None, i + 1
+            elif (
+                rest[0] not in _NOT_PLAIN_START
+                and " #" not in rest
+                and ": " not in rest
+                and rest[-1] != ":"
+                and (i + 1 == count or indents[i + 1] <= indent or not text[i + 1])
+            ):
+                # The common case, inline: a plain scalar on one line.
+                mapping[key] = CONSTANTS[rest] if rest in CONSTANTS else scalar(rest)
+                i += 1
             else:
                 mapping[key], i = self._scalar(i, rest, indent)
-            i = self._content(i)
-            if i == self.count or indents[i] < indent:
+            while i < count and (not text[i] or text[i][0] == "#"):
+                i += 1
+            if i == count or indents[i] < indent:
                 return mapping, i
             if indents[i] > indent:
                 raise _Declined

