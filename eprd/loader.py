@@ -107,10 +107,45 @@ def load_many(locations: list[str], options: LoadOptions, workers: int) -> list[
         if not chunks or (len(chunks[-1]) >= size and not same_package):
             chunks.append([])
         chunks[-1].append(location)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_load_chunk, chunk, options) for chunk in chunks if chunk]
         return [item for future in futures for item in future.result()]
+
+
+def fresh_entries(entries: list[indexcache.Cached], workers: int) -> list[indexcache.Cached]:
+    """The index cache entries whose inputs are unchanged on disk.
+
+    A warm start stats every input of every version (half a million at 10,000 versions). With
+    several workers, worker processes take shares from the front while this process takes them
+    from the back, until the two meet (so this process need not wait for them to start).
+    """
+    if workers <= 1 or len(entries) < PARALLEL_MIN:
+        return [entry for entry in entries if entry.is_fresh()]
+    size = max(CHUNK_MIN, -(-len(entries) // (workers * CHUNKS_PER_WORKER)))
+    shares = [
+        [(e.location, e.inputs, e.stamp) for e in entries[i : i + size]] for i in range(0, len(entries), size)
+    ]
+    fresh: set[str] = set()
+    with ProcessPoolExecutor(
+        max_workers=workers - 1, mp_context=multiprocessing.get_context("spawn")
+    ) as pool:
+        futures = [pool.submit(_fresh_locations, share) for share in shares]
+        for share, future in zip(reversed(shares), reversed(futures), strict=True):
+            if not future.cancel():
+                break  # a worker has it, and every share before it
+            fresh.update(_fresh_locations(share))
+        for future in futures:
+            if not future.cancelled():
+                fresh.update(future.result())
+    return [entry for entry in entries if entry.location in fresh]
+
+
+def _fresh_locations(share: list[tuple[str, str, bytes]]) -> set[str]:
+    return {
+        location
+        for location, inputs, stamp in share
+        if indexcache.Cached(location, inputs, stamp, None).is_fresh()
+    }
 
 
 class Collection:
@@ -144,11 +179,8 @@ class Collection:
         found = scan(self.paths)
         self.candidates = {c.location: c for c in found}
         previous = indexcache.read(self.cache_file) if self.cache_file else {}
-        fresh = {
-            c.location: previous[c.location]
-            for c in found
-            if c.location in previous and previous[c.location].is_fresh()
-        }
+        candidates = [previous[c.location] for c in found if c.location in previous]
+        fresh = {entry.location: entry for entry in fresh_entries(candidates, self.workers)}
         self.reused = len(fresh)
         self.cached.update(fresh)
         for location, entry in fresh.items():

@@ -167,6 +167,22 @@ def test_worker_processes_load_the_same_packages(tmp_path: Path) -> None:
     assert parallel.packages[str(root / one)].doc_tail == serial.packages[str(root / one)].doc_tail
 
 
+def test_worker_processes_find_the_stale_versions_of_a_warm_start(tmp_path: Path) -> None:
+    root = tmp_path / "packages"
+    for i in range(PARALLEL_MIN // 2 + 1):
+        for version in ("1.0.0", "2.0.0"):
+            pf.write_dir(root, f"pkg{i}", version)
+    collection(root, tmp_path / "cache", workers=2)
+    edited = [root / "pkg0" / "1.0.0", root / f"pkg{PARALLEL_MIN // 2}" / "2.0.0"]  # first and last
+    for folder in edited:
+        (folder / "docs" / "extra.md").write_text("more")
+    again = collection(root, tmp_path / "cache", workers=2)
+    assert again.reused == len(again.packages) - 2
+    for folder in edited:
+        name, version = folder.parent.name, folder.name
+        assert f"/package/{name}/{version}/docs/extra.md" in document(again, name, version)["assets"]
+
+
 def test_the_server_process_starts_warm_from_its_cache_dir(eprd_process, tmp_path: Path) -> None:
     root = tmp_path / "packages"
     pf.write_dir(root, "alpha", "1.0.0")
