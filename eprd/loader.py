@@ -45,7 +45,7 @@ class Changes:
 
 # Below this many versions, starting worker processes costs more than it saves.
 PARALLEL_MIN = 64
-CHUNKS_PER_WORKER = 8
+CHUNKS_PER_WORKER = 32
 CHUNK_MIN = 16
 
 # The fields of what the index cache stores: a change of layout makes a new cache file.
@@ -103,13 +103,19 @@ def load_many(locations: list[str], options: LoadOptions, workers: int) -> list[
     chunks: list[list[str]] = []
     size = max(CHUNK_MIN, -(-len(locations) // (workers * CHUNKS_PER_WORKER)))
     for location in locations:
-        same_package = chunks and os.path.dirname(chunks[-1][-1]) == os.path.dirname(location)
-        if not chunks or (len(chunks[-1]) >= size and not same_package):
+        if not chunks or (len(chunks[-1]) >= size and _package_of(chunks[-1][-1]) != _package_of(location)):
             chunks.append([])
         chunks[-1].append(location)
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_load_chunk, chunk, options) for chunk in chunks if chunk]
         return [item for future in futures for item in future.result()]
+
+
+def _package_of(location: str) -> tuple[str, str]:
+    """Which package a candidate is a version of: its folder, and for a zip its name."""
+    folder, base = os.path.split(location)
+    # Package names have no "-" (they are [a-z0-9_]+): a zip is <name>-<version>.zip.
+    return folder, base.split("-", 1)[0] if base.endswith(".zip") else ""
 
 
 def fresh_entries(entries: list[indexcache.Cached], workers: int) -> list[indexcache.Cached]:
