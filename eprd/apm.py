@@ -25,13 +25,11 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-from aiohttp import web
-
 from eprd import __version__
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # aiohttp and the agent are imported only when APM is on
     import elasticapm
+    from aiohttp import web
 
     from eprd.routes import Route
 
@@ -48,6 +46,7 @@ class Apm:
     """The agent's client and the pieces of eprd it traces."""
 
     def __init__(self) -> None:
+        import aiohttp
         import elasticapm
 
         self._elasticapm = elasticapm

@@ -6,10 +6,11 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
-from eprd import API_VERSION, __version__, flags, logs
+from eprd import API_VERSION, __version__, apm, flags, logs
 from eprd.config import Config, ConfigError, load_config
-from eprd.loader import load_snapshot
+from eprd.loader import Collection, load_snapshot
 from eprd.package import LoadOptions
 
 log = logging.getLogger("eprd")
@@ -51,11 +52,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if options["dry-run"]:
         return _dry_run(config, load_options)
+    log.info("eprd starting", extra={"service.version": __version__, "eprd.api_version": API_VERSION})
+    collection = Collection(
+        config.package_paths,
+        load_options,
+        workers=options["package-paths-workers"],
+        cache_folder=os.path.join(flags.cache_dir(options), "index"),
+    )
+    loading = None
+    if not options["httpprof"] and not apm.enabled(os.environ):
+        # Loading starts while aiohttp and the operations' libraries are imported (a few tenths
+        # of a second), unless -httpprof or APM want to observe the load from its start.
+        background = ThreadPoolExecutor(1, thread_name_prefix="eprd-load")
+        loading = background.submit(collection.load_all)
+        background.shutdown(wait=False)  # (its thread ends when the load is done)
+
     import asyncio
 
     from eprd import serve  # aiohttp and the operations' libraries: only when serving
 
-    return asyncio.run(serve.serve(config, options, load_options))
+    return asyncio.run(serve.serve(config, options, collection, loading))
 
 
 def _check_flags(options: flags.Options) -> None:

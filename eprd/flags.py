@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -178,3 +179,8 @@ def usage() -> str:
         default = "" if spec.default in ("", False) else f" (default {spec.default!r})"
         lines.append(f"    \t{spec.help}{default} [env {env_name(spec.name)}]")
     return "\n".join(lines)
+
+
+def cache_dir(options: Options) -> str:
+    """Where the index cache and built archives go (-cache-dir, else a per-user temporary folder)."""
+    return options["cache-dir"] or os.path.join(tempfile.gettempdir(), f"eprd-cache-{os.getuid()}")

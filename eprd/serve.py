@@ -11,54 +11,54 @@ import asyncio
 import logging
 import os
 import signal
-import tempfile
 import time
+from concurrent.futures import Future
 
 from aiohttp import web
 
-from eprd import API_VERSION, __version__, flags, logs
+from eprd import flags, logs
 from eprd.accesslog import AccessLog
 from eprd.apm import Apm
 from eprd.archives import ArchiveStore
 from eprd.config import Config
 from eprd.diagnostics import Diagnostics
-from eprd.loader import Collection
+from eprd.loader import Changes, Collection
 from eprd.metrics import Metrics, make_metrics_app
-from eprd.package import LoadOptions
 from eprd.server import Registry, make_app, split_address, tls_context
 from eprd.watcher import Watcher
 
 log = logging.getLogger("eprd")
 
 
-def cache_dir(options: flags.Options) -> str:
-    return options["cache-dir"] or os.path.join(tempfile.gettempdir(), f"eprd-cache-{os.getuid()}")
+async def serve(
+    config: Config, options: flags.Options, collection: Collection, loading: Future[Changes] | None
+) -> int:
+    """Serve ``collection`` until SIGTERM/SIGINT; the return value is the process exit code.
 
-
-async def serve(config: Config, options: flags.Options, load_options: LoadOptions) -> int:
-    """Serve until SIGTERM/SIGINT; the return value is the process exit code."""
+    ``loading`` is its load if already started (see :func:`eprd.cli.main`), else it is loaded here.
+    """
     ops = _Operations(options)
     try:
-        return await _serve_registry(config, options, load_options, ops)
+        return await _serve_registry(config, options, collection, loading, ops)
     finally:
         await ops.close()
 
 
 async def _serve_registry(
-    config: Config, options: flags.Options, load_options: LoadOptions, ops: _Operations
+    config: Config,
+    options: flags.Options,
+    collection: Collection,
+    loading: Future[Changes] | None,
+    ops: _Operations,
 ) -> int:
-    log.info("eprd starting", extra={"service.version": __version__, "eprd.api_version": API_VERSION})
     if not await ops.start_diagnostics():  # -httpprof: before loading, to see the load too
         return 1
-    collection = Collection(
-        config.package_paths,
-        load_options,
-        workers=options["package-paths-workers"],
-        cache_folder=os.path.join(cache_dir(options), "index"),
-    )
-    collection = ops.traced(collection)  # APM transactions around loads and snapshot builds
     started = time.monotonic()
-    await asyncio.to_thread(collection.load_all)
+    if loading is None:
+        collection = ops.traced(collection)  # APM transactions around loads and snapshot builds
+        await asyncio.to_thread(collection.load_all)
+    else:
+        await asyncio.wrap_future(loading)
     snapshot = await asyncio.to_thread(collection.snapshot)
     log.info(
         "packages loaded",
@@ -85,7 +85,7 @@ async def _serve_registry(
     registry = Registry(
         config,
         snapshot,
-        ArchiveStore(os.path.join(cache_dir(options), "archives"), options["archive-cache-size"]),
+        ArchiveStore(os.path.join(flags.cache_dir(options), "archives"), options["archive-cache-size"]),
         allow_unknown_query_parameters=options["allow-unknown-query-parameters"],
         favicon=favicon,
     )
