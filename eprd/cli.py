@@ -6,11 +6,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from eprd import API_VERSION, __version__, apm, flags, logs
 from eprd.config import Config, ConfigError, load_config
-from eprd.loader import Collection, load_snapshot
+from eprd.loader import Collection, Loading, load_snapshot
 from eprd.package import LoadOptions
 
 log = logging.getLogger("eprd")
@@ -63,9 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not options["httpprof"] and not apm.enabled(os.environ):
         # Loading starts while aiohttp and the operations' libraries are imported (a few tenths
         # of a second), unless -httpprof or APM want to observe the load from its start.
-        background = ThreadPoolExecutor(1, thread_name_prefix="eprd-load")
-        loading = background.submit(collection.load_all)
-        background.shutdown(wait=False)  # (its thread ends when the load is done)
+        loading = Loading.start(collection)
 
     import asyncio
 

@@ -18,7 +18,7 @@ import os
 import pickle
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from eprd import indexcache
@@ -340,6 +340,22 @@ class Collection:
                 if found is not None:
                     return found
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class Loading:
+    """A :meth:`Collection.load_all` running in a thread of its own."""
+
+    future: Future[Changes]
+    started: float  # time.monotonic() when it started
+
+    @classmethod
+    def start(cls, collection: Collection) -> Loading:
+        started = time.monotonic()
+        background = ThreadPoolExecutor(1, thread_name_prefix="eprd-load")
+        future = background.submit(collection.load_all)
+        background.shutdown(wait=False)  # (its thread ends when the load is done)
+        return cls(future, started)
 
 
 def _under(location: str, folder: str) -> bool:

@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import time
-from concurrent.futures import Future
 
 from aiohttp import web
 
@@ -22,7 +21,7 @@ from eprd.apm import Apm
 from eprd.archives import ArchiveStore
 from eprd.config import Config
 from eprd.diagnostics import Diagnostics
-from eprd.loader import Changes, Collection
+from eprd.loader import Collection, Loading
 from eprd.metrics import Metrics, make_metrics_app
 from eprd.server import Registry, make_app, split_address, tls_context
 from eprd.watcher import Watcher
@@ -31,7 +30,7 @@ log = logging.getLogger("eprd")
 
 
 async def serve(
-    config: Config, options: flags.Options, collection: Collection, loading: Future[Changes] | None
+    config: Config, options: flags.Options, collection: Collection, loading: Loading | None
 ) -> int:
     """Serve ``collection`` until SIGTERM/SIGINT; the return value is the process exit code.
 
@@ -48,17 +47,18 @@ async def _serve_registry(
     config: Config,
     options: flags.Options,
     collection: Collection,
-    loading: Future[Changes] | None,
+    loading: Loading | None,
     ops: _Operations,
 ) -> int:
     if not await ops.start_diagnostics():  # -httpprof: before loading, to see the load too
         return 1
-    started = time.monotonic()
     if loading is None:
+        started = time.monotonic()
         collection = ops.traced(collection)  # APM transactions around loads and snapshot builds
         await asyncio.to_thread(collection.load_all)
     else:
-        await asyncio.wrap_future(loading)
+        started = loading.started
+        await asyncio.wrap_future(loading.future)
     snapshot = await asyncio.to_thread(collection.snapshot)
     log.info(
         "packages loaded",
