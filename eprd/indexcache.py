@@ -6,6 +6,10 @@ the signature) and a stamp of those paths (inode, size, mtime, ctime). Any
 file added, removed or renamed changes a folder's stamp; any file read
 changes its own. ctime cannot be set from user space, so tools that restore
 modification times (``cp -p``, ``rsync -a``) still invalidate the entry.
+
+A load records what it read and when it started (:class:`Pending`); the stamp is
+taken later, when the cache is written, and a version whose inputs changed after
+its load started is not cached.
 """
 
 from __future__ import annotations

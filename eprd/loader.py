@@ -45,6 +45,7 @@ class Changes:
 
 # Below this many versions, starting worker processes costs more than it saves.
 PARALLEL_MIN = 64
+# Work goes out in chunks, many per worker process, so that the processes finish together.
 CHUNKS_PER_WORKER = 32
 CHUNK_MIN = 16
 
@@ -101,7 +102,7 @@ def load_many(locations: list[str], options: LoadOptions, workers: int) -> list[
     # memo keeps hitting. Several chunks per process keep both busy to the end, and this process
     # takes in the results of one while the next is loaded.
     chunks: list[list[str]] = []
-    size = max(CHUNK_MIN, -(-len(locations) // (workers * CHUNKS_PER_WORKER)))
+    size = _chunk_size(len(locations), workers)
     for location in locations:
         if not chunks or (len(chunks[-1]) >= size and _package_of(chunks[-1][-1]) != _package_of(location)):
             chunks.append([])
@@ -109,6 +110,10 @@ def load_many(locations: list[str], options: LoadOptions, workers: int) -> list[
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_load_chunk, chunk, options) for chunk in chunks if chunk]
         return [item for future in futures for item in future.result()]
+
+
+def _chunk_size(count: int, workers: int) -> int:
+    return max(CHUNK_MIN, -(-count // (workers * CHUNKS_PER_WORKER)))
 
 
 def _package_of(location: str) -> tuple[str, str]:
@@ -127,7 +132,7 @@ def fresh_entries(entries: list[indexcache.Cached], workers: int) -> list[indexc
     """
     if workers <= 1 or len(entries) < PARALLEL_MIN:
         return [entry for entry in entries if entry.is_fresh()]
-    size = max(CHUNK_MIN, -(-len(entries) // (workers * CHUNKS_PER_WORKER)))
+    size = _chunk_size(len(entries), workers)
     shares = [
         [(e.location, e.inputs, e.stamp) for e in entries[i : i + size]] for i in range(0, len(entries), size)
     ]
@@ -206,16 +211,22 @@ class Collection:
         return self._reload(sorted(stale))
 
     def _fresh(self, location: str) -> bool:
-        """Whether the loaded content of a candidate is what is on disk now (stamping it if needed)."""
+        """Whether the loaded content of a candidate is what is on disk now."""
+        if isinstance(self.cached.get(location), indexcache.Pending):
+            return self._stamped(location) is not None  # stamped now: fresh unless it changed while loading
+        entry = self.cached.get(location)
+        return entry is not None and entry.is_fresh()
+
+    def _stamped(self, location: str) -> indexcache.Cached | None:
+        """A candidate's cache entry, stamping a pending one now (None: none, or changed while loaded)."""
         entry = self.cached.get(location)
         if isinstance(entry, indexcache.Pending):
-            stamped = entry.stamped()  # stamped now, so fresh unless it changed while loading
-            if stamped is None:
+            entry = entry.stamped()
+            if entry is None:
                 del self.cached[location]
-                return False
-            self.cached[location] = stamped
-            return True
-        return entry is not None and entry.is_fresh()
+            else:
+                self.cached[location] = entry
+        return entry
 
     def folder_count(self) -> int:
         """Folders under the package paths: package folders, their versions and everything inside."""
@@ -226,17 +237,8 @@ class Collection:
         """Write what is loaded now to the index cache, if that differs from the file (stamping new loads)."""
         if self.cache_file is None or not self.cache_outdated:
             return
-        entries = {}
-        for location in self.candidates:
-            entry = self.cached.get(location)
-            if isinstance(entry, indexcache.Pending):
-                entry = entry.stamped()
-                if entry is None:  # changed while it was loaded: the watcher reloads it
-                    del self.cached[location]
-                    continue
-                self.cached[location] = entry
-            if entry is not None:
-                entries[location] = entry
+        # (A version that changed while it was loaded is left out: the watcher reloads it.)
+        entries = {loc: entry for loc in self.candidates if (entry := self._stamped(loc)) is not None}
         try:
             indexcache.write(self.cache_file, entries)
         except (OSError, pickle.PicklingError, AttributeError, TypeError) as err:
