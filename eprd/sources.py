@@ -247,8 +247,8 @@ class ZipFiles(PackageFiles):
 
     def __init__(self, location: str) -> None:
         self.location = location
-        with _open_zip(location) as archive:
-            infos = archive.infolist()
+        # Kept open in the cache of open archives: loading reads several files from it next.
+        infos = _ZIP_CACHE.archive(location).infolist()
         for info in infos:
             name = info.filename.rstrip("/")
             if name and _safe_relative(name) is None:
@@ -322,8 +322,12 @@ class _ZipCache:
         self._open: OrderedDict[tuple[str, int, int], zipfile.ZipFile] = OrderedDict()
         self._lock = threading.Lock()
 
-    def read(self, location: str, name: str) -> bytes:
-        st = os.stat(location)
+    def archive(self, location: str) -> zipfile.ZipFile:
+        """The archive at ``location`` as it is now, opened or from the cache."""
+        try:
+            st = os.stat(location)
+        except OSError as err:
+            raise PackageFileError(f"invalid zip file: {err}") from err
         key = (location, st.st_mtime_ns, st.st_size)
         with self._lock:
             archive = self._open.get(key)
@@ -334,10 +338,14 @@ class _ZipCache:
                     self._open.popitem(last=False)[1].close()
             else:
                 self._open.move_to_end(key)
-            try:
-                return archive.read(name)
-            except KeyError as err:
-                raise FileNotFoundError(name) from err
+            return archive
+
+    def read(self, location: str, name: str) -> bytes:
+        archive = self.archive(location)
+        try:
+            return archive.read(name)
+        except KeyError as err:
+            raise FileNotFoundError(name) from err
 
 
 _ZIP_CACHE = _ZipCache()

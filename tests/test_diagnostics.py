@@ -146,9 +146,15 @@ async def test_heap_reports_tracemalloc_allocations(profiled):
 
 async def test_snapshot_describes_what_is_served(profiled):
     process, http = profiled
-    async with http.get(process.pprof + "snapshot") as response:
-        assert response.status == 200
-        doc = await response.json()
+    # Ready means serving; the watcher starts just after (once the index cache is written).
+    deadline = asyncio.get_running_loop().time() + 15
+    while True:
+        async with http.get(process.pprof + "snapshot") as response:
+            assert response.status == 200
+            doc = await response.json()
+        if doc["watcher"]["running"] or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.05)
     assert doc["generation"] == 1
     assert doc["package_versions"] == 1 and doc["package_names"] == 1
     assert doc["indexers"] == {"ZipFileSystemIndexer": 0, "FileSystemIndexer": 1}
