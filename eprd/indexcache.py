@@ -27,7 +27,7 @@ from eprd import __version__
 
 log = logging.getLogger("eprd.indexcache")
 
-FORMAT = 8  # bump when what is stored changes meaning
+FORMAT = 9  # bump when what is stored changes meaning
 _MISSING = (-1, -1, -1, -1)
 
 

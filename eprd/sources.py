@@ -254,10 +254,12 @@ class ZipFiles(PackageFiles):
             if name and _safe_relative(name) is None:
                 raise PackageFileError(f"unsafe entry name in zip archive: {info.filename!r}")
         self.prefix = _zip_root(infos, location)
-        self._entries: list[Entry] = []
-        # name -> (size, mtime); kept because zip listings are small and this avoids
+        # Plain tuples rather than Entry and FileInfo: packages travel from loader processes and
+        # through the index cache pickled, and a named tuple costs a Python call to unpickle.
+        self._entries: list[tuple[str, bool]] = []
+        # name -> (size, mtime, crc); kept because zip listings are small and this avoids
         # re-reading the central directory for every static-file request.
-        self._files: dict[str, FileInfo] = {}
+        self._files: dict[str, tuple[int, float, int]] = {}
         for info in infos:
             name = info.filename
             if not name.startswith(self.prefix):
@@ -267,15 +269,16 @@ class ZipFiles(PackageFiles):
             rel = rel.rstrip("/")
             if not rel:
                 continue
-            self._entries.append(Entry(rel, is_dir))
+            self._entries.append((rel, is_dir))
             if not is_dir:
-                self._files[rel] = FileInfo(info.file_size, _zip_mtime(info), info.CRC)
+                self._files[rel] = (info.file_size, _zip_mtime(info), info.CRC)
 
     def entries(self) -> list[Entry]:
-        return list(self._entries)
+        return [Entry(*entry) for entry in self._entries]
 
     def info(self, path: str) -> FileInfo | None:
-        return self._files.get(path)
+        found = self._files.get(path)
+        return None if found is None else FileInfo(*found)
 
     def read(self, path: str) -> bytes:
         if path not in self._files:
