@@ -142,27 +142,27 @@ class _Reader:
 
     def _sequence(self, i: int, indent: int) -> tuple[list[Any], int]:
         items: list[Any] = []
-        text, indents = self.text, self.indent
-        while i < self.count and indents[i] == indent:
+        text, indents, count = self.text, self.indent, self.count
+        while i < count and indents[i] == indent:
             content = text[i]
             if content == "-" or content.startswith("- #"):
                 j = self._content(i + 1)
-                if j < self.count and indents[j] > indent:
+                if j < count and indents[j] > indent:
                     item, i = self._block(j, indents[j], indent)
                 else:
                     item, i = None, i + 1
             elif content.startswith("- "):
                 rest = content[2:].lstrip(" ")
-                column = indent + len(content) - len(rest)
-                if _key_end(rest) >= 0:
-                    item, i = self._mapping(i, column, rest)
+                if ": " in rest or rest[-1] == ":":
+                    item, i = self._mapping(i, indent + len(content) - len(rest), rest)
                 else:
                     item, i = self._scalar(i, rest, indent)
             else:
                 break  # a key of the mapping that holds this sequence at its own indentation
             items.append(item)
-            i = self._content(i)
-        if i < self.count and indents[i] > indent:
+            while i < count and (not text[i] or text[i][0] == "#"):
+                i += 1
+        if i < count and indents[i] > indent:
             raise _Declined
         return items, i
 
@@ -171,7 +171,9 @@ class _Reader:
         text, indents, count = self.text, self.indent, self.count
         content = first
         while True:
-            end = _key_end(content)
+            end = content.find(": ")
+            if end < 0:
+                end = len(content) - 1 if content[-1] == ":" else -1
             if end <= 0:
                 raise _Declined
             key_text = content[:end]
@@ -183,7 +185,7 @@ class _Reader:
                 raise _Declined  # merge keys
             else:
                 key = key_text
-            rest = content[end + 1 :].lstrip(" ")
+            rest = content[end + 2 :].lstrip(" ")
             if not rest or rest[0] == "#":
                 j = self._content(i + 1)
                 if j < count and indents[j] > indent:
@@ -200,7 +202,12 @@ class _Reader:
                 and (i + 1 == count or indents[i + 1] <= indent or not text[i + 1])
             ):
                 # The common case, inline: a plain scalar on one line.
-                mapping[key] = CONSTANTS[rest] if rest in CONSTANTS else scalar(rest)
+                if rest in CONSTANTS:
+                    mapping[key] = CONSTANTS[rest]
+                elif rest[0] in _NUMBER_START:
+                    mapping[key] = scalar(rest)
+                else:
+                    mapping[key] = rest
                 i += 1
             else:
                 mapping[key], i = self._scalar(i, rest, indent)
