@@ -107,9 +107,13 @@ def load_many(locations: list[str], options: LoadOptions, workers: int) -> list[
         if not chunks or (len(chunks[-1]) >= size and _package_of(chunks[-1][-1]) != _package_of(location)):
             chunks.append([])
         chunks[-1].append(location)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with _worker_pool(workers) as pool:
         futures = [pool.submit(_load_chunk, chunk, options) for chunk in chunks if chunk]
         return [item for future in futures for item in future.result()]
+
+
+def _worker_pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
 
 
 def _chunk_size(count: int, workers: int) -> int:
@@ -123,31 +127,30 @@ def _package_of(location: str) -> tuple[str, str]:
     return folder, base.split("-", 1)[0] if base.endswith(".zip") else ""
 
 
-def fresh_entries(entries: list[indexcache.Cached], workers: int) -> list[indexcache.Cached]:
+def fresh_entries(
+    entries: list[indexcache.Cached], pool: ProcessPoolExecutor | None = None
+) -> list[indexcache.Cached]:
     """The index cache entries whose inputs are unchanged on disk.
 
-    A warm start stats every input of every version (half a million at 10,000 versions). With
-    several workers, worker processes take shares from the front while this process takes them
-    from the back, until the two meet (so this process need not wait for them to start).
+    A warm start stats every input of every version (half a million at 10,000 versions). With a
+    pool, its processes take shares from the front while this process takes them from the back,
+    until they meet (so this process need not wait for them to start).
     """
-    if workers <= 1 or len(entries) < PARALLEL_MIN:
+    if pool is None or len(entries) < PARALLEL_MIN:
         return [entry for entry in entries if entry.is_fresh()]
-    size = _chunk_size(len(entries), workers)
+    size = _chunk_size(len(entries), 2)
     shares = [
         [(e.location, e.inputs, e.stamp) for e in entries[i : i + size]] for i in range(0, len(entries), size)
     ]
+    futures = [pool.submit(_fresh_locations, share) for share in shares]
     fresh: set[str] = set()
-    with ProcessPoolExecutor(
-        max_workers=workers - 1, mp_context=multiprocessing.get_context("spawn")
-    ) as pool:
-        futures = [pool.submit(_fresh_locations, share) for share in shares]
-        for share, future in zip(reversed(shares), reversed(futures), strict=True):
-            if not future.cancel():
-                break  # a worker has it, and every share before it
-            fresh.update(_fresh_locations(share))
-        for future in futures:
-            if not future.cancelled():
-                fresh.update(future.result())
+    for share, future in zip(reversed(shares), reversed(futures), strict=True):
+        if not future.cancel():
+            break  # a worker has it, and every share before it
+        fresh.update(_fresh_locations(share))
+    for future in futures:
+        if not future.cancelled():
+            fresh.update(future.result())
     return [entry for entry in entries if entry.location in fresh]
 
 
@@ -189,9 +192,21 @@ class Collection:
         """Scan every package path and load every candidate, reusing index cache entries still fresh."""
         found = scan(self.paths)
         self.candidates = {c.location: c for c in found}
-        previous = indexcache.read(self.cache_file) if self.cache_file else {}
-        candidates = [previous[c.location] for c in found if c.location in previous]
-        fresh = {entry.location: entry for entry in fresh_entries(candidates, self.workers)}
+        helpers = None
+        if (
+            self.workers > 1
+            and len(found) >= PARALLEL_MIN
+            and self.cache_file
+            and os.path.exists(self.cache_file)
+        ):
+            # Processes to help check the stamps of cached versions, started before the cache
+            # is read so that they are up when the checks begin.
+            helpers = _worker_pool(self.workers - 1)
+            helpers.submit(int)
+        with helpers or contextlib.nullcontext():
+            previous = indexcache.read(self.cache_file) if self.cache_file else {}
+            candidates = [previous[c.location] for c in found if c.location in previous]
+            fresh = {entry.location: entry for entry in fresh_entries(candidates, helpers)}
         self.reused = len(fresh)
         self.cached.update(fresh)
         for location, entry in fresh.items():
