@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/profile_startup.py [--versions 2000] [--top 25]
 
 Uses (or generates) the same cached collection as benchmarks/run.py, runs
-``python -m cProfile -m eprd -dry-run`` on it (only the main process is profiled) and
+``python -m cProfile -m eprd -dry-run -package-paths-workers 1`` on it (all in one process) and
 prints the functions with the most cumulative and own time, and own time summed per
 source file. The profile is kept in benchmarks/out/startup.prof for snakeviz/pstats.
 """
@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     command = [
         sys.executable, "-m", "cProfile", "-o", str(out), "-m", "eprd", "-dry-run",
         "-config", meta["config"], "-require-package-signatures=false", "-log-level", "warn",
+        "-package-paths-workers", "1",  # everything in the profiled process
     ]  # fmt: skip
     started = time.monotonic()
     done = subprocess.run(command, cwd=str(run.ROOT), capture_output=True, text=True)

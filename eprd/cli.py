@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         require_signature=options["require-package-signatures"],
     )
     if options["dry-run"]:
-        return _dry_run(config, load_options)
+        return _dry_run(config, load_options, options["package-paths-workers"])
     log.info("eprd starting", extra={"service.version": __version__, "eprd.api_version": API_VERSION})
     collection = Collection(
         config.package_paths,
@@ -90,9 +90,9 @@ def _check_flags(options: flags.Options) -> None:
             )
 
 
-def _dry_run(config: Config, load_options: LoadOptions) -> int:
+def _dry_run(config: Config, load_options: LoadOptions, workers: int) -> int:
     """Load everything, list every invalid package version with its reason."""
-    snapshot = load_snapshot(config.package_paths, load_options)
+    snapshot = load_snapshot(config.package_paths, load_options, workers)
     for error in snapshot.rejected:
         print(f"invalid package {error.location}: {error.reason}")
     print(f"{len(snapshot)} package versions valid, {len(snapshot.rejected)} invalid")

@@ -15,6 +15,7 @@ its load started is not cached.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import pickle
@@ -27,7 +28,7 @@ from eprd import __version__
 
 log = logging.getLogger("eprd.indexcache")
 
-FORMAT = 9  # bump when what is stored changes meaning
+FORMAT = 10  # bump when what is stored changes meaning
 _MISSING = (-1, -1, -1, -1)
 
 
@@ -125,18 +126,43 @@ def cache_file(folder: str, package_paths: tuple[str, ...], options: Any, schema
     return os.path.join(folder, f"index-{key.hexdigest()}.bin")
 
 
-def read(path: str) -> dict[str, Cached]:
-    """The cached entries by location; empty when there is no usable cache."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-        entries = pickle.loads(data)  # written by this module only, in eprd's cache dir
-    except FileNotFoundError:
-        return {}
-    except Exception as err:
-        log.warning("ignoring unreadable index cache %s: %s", path, err)
-        return {}
-    return entries if isinstance(entries, dict) else {}
+class Stored:
+    """An index cache file as read: the stamps at once, the loaded results when asked for.
+
+    The file holds two pickles, the stamps first: a warm start checks them in a helper process
+    while this one unpickles the results.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.stamps: dict[str, tuple[str, bytes]] = {}  # location -> (inputs, stamp) as in Cached
+        self._stream: io.BytesIO | None = None
+        if path is None:
+            return
+        try:
+            with open(path, "rb") as fh:
+                self._stream = io.BytesIO(fh.read())
+            stamps = pickle.load(self._stream)  # written by this module only, in eprd's cache dir
+            if not isinstance(stamps, dict):
+                raise TypeError("not an index cache")
+            self.stamps = stamps
+        except FileNotFoundError:
+            self._stream = None
+        except Exception as err:
+            log.warning("ignoring unreadable index cache %s: %s", path, err)
+            self._stream = None
+
+    def results(self) -> dict[str, Any]:
+        """What loading each location gave (a Package or a PackageError); empty if unreadable."""
+        if self._stream is None:
+            return {}
+        try:
+            results = pickle.load(self._stream)
+        except Exception as err:
+            log.warning("ignoring unreadable index cache %s: %s", self.path, err)
+            results = None
+        self._stream = None
+        return results if isinstance(results, dict) else {}
 
 
 def write(path: str, entries: dict[str, Cached]) -> None:
@@ -145,11 +171,13 @@ def write(path: str, entries: dict[str, Cached]) -> None:
     os.makedirs(folder, exist_ok=True)
     # Not compressed: documents inside are deflated already, and inflating the whole file took
     # longer than reading it uncompressed.
-    data = pickle.dumps(entries, protocol=pickle.HIGHEST_PROTOCOL)
+    stamps = {location: (entry.inputs, entry.stamp) for location, entry in entries.items()}
+    results = {location: entry.result for location, entry in entries.items()}
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".index-")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            pickle.dump(stamps, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump(results, fh, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

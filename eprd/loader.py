@@ -17,9 +17,10 @@ import multiprocessing
 import os
 import pickle
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from eprd import indexcache
 from eprd.package import LoadOptions, Package, PackageError, load_package
@@ -28,6 +29,8 @@ from eprd.sources import Candidate, Entry, FileInfo, candidate_at, scan, scan_wi
 from eprd.versions import is_strict
 
 log = logging.getLogger("eprd.loader")
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -127,22 +130,23 @@ def _package_of(location: str) -> tuple[str, str]:
     return folder, base.split("-", 1)[0] if base.endswith(".zip") else ""
 
 
-def fresh_entries(
-    entries: list[indexcache.Cached], pool: ProcessPoolExecutor | None = None
-) -> list[indexcache.Cached]:
-    """The index cache entries whose inputs are unchanged on disk.
+def check_stamps(
+    stamps: list[tuple[str, str, bytes]],
+    pool: ProcessPoolExecutor | None,
+    meanwhile: Callable[[], T],
+) -> tuple[set[str], T]:
+    """The locations whose ``(location, inputs, stamp)`` still match the disk, and ``meanwhile()``.
 
     A warm start stats every input of every version (half a million at 10,000 versions). With a
-    pool, its processes take shares from the front while this process takes them from the back,
-    until they meet (so this process need not wait for them to start).
+    pool, its processes start on shares from the front while this process runs ``meanwhile``
+    (unpickling the cached packages), then takes shares from the back until they meet.
     """
-    if pool is None or len(entries) < PARALLEL_MIN:
-        return [entry for entry in entries if entry.is_fresh()]
-    size = _chunk_size(len(entries), 2)
-    shares = [
-        [(e.location, e.inputs, e.stamp) for e in entries[i : i + size]] for i in range(0, len(entries), size)
-    ]
+    if pool is None or len(stamps) < PARALLEL_MIN:
+        return _fresh_locations(stamps), meanwhile()
+    size = _chunk_size(len(stamps), 2)
+    shares = [stamps[i : i + size] for i in range(0, len(stamps), size)]
     futures = [pool.submit(_fresh_locations, share) for share in shares]
+    done = meanwhile()
     fresh: set[str] = set()
     for share, future in zip(reversed(shares), reversed(futures), strict=True):
         if not future.cancel():
@@ -151,7 +155,7 @@ def fresh_entries(
     for future in futures:
         if not future.cancelled():
             fresh.update(future.result())
-    return [entry for entry in entries if entry.location in fresh]
+    return fresh, done
 
 
 def _fresh_locations(share: list[tuple[str, str, bytes]]) -> set[str]:
@@ -203,10 +207,15 @@ class Collection:
             # is read so that they are up when the checks begin.
             helpers = _worker_pool(self.workers - 1)
             helpers.submit(int)
+        stored = indexcache.Stored(self.cache_file)
+        known = [(c.location, *stored.stamps[c.location]) for c in found if c.location in stored.stamps]
         with helpers or contextlib.nullcontext():
-            previous = indexcache.read(self.cache_file) if self.cache_file else {}
-            candidates = [previous[c.location] for c in found if c.location in previous]
-            fresh = {entry.location: entry for entry in fresh_entries(candidates, helpers)}
+            unchanged, results = check_stamps(known, helpers, stored.results)
+        fresh = {
+            location: indexcache.Cached(location, inputs, stamp, results[location])
+            for location, inputs, stamp in known
+            if location in unchanged and location in results
+        }
         self.reused = len(fresh)
         self.cached.update(fresh)
         for location, entry in fresh.items():
@@ -214,7 +223,7 @@ class Collection:
         changes = self._reload([c.location for c in found if c.location not in fresh])
         changes.added.extend(loc for loc, e in fresh.items() if not isinstance(e.result, PackageError))
         changes.rejected.extend(loc for loc, e in fresh.items() if isinstance(e.result, PackageError))
-        self.cache_outdated = len(fresh) != len(previous) or len(fresh) != len(found)
+        self.cache_outdated = len(fresh) != len(stored.stamps) or len(fresh) != len(found)
         return changes
 
     def refresh(self) -> Changes:
@@ -379,10 +388,10 @@ def _under(location: str, folder: str) -> bool:
     return location.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def load_snapshot(package_paths: Iterable[str], options: LoadOptions) -> Snapshot:
-    """Scan ``package_paths`` and load everything into a first snapshot."""
+def load_snapshot(package_paths: Iterable[str], options: LoadOptions, workers: int = 1) -> Snapshot:
+    """Scan ``package_paths`` and load everything into a first snapshot (no index cache)."""
     started = time.monotonic()
-    collection = Collection(list(package_paths), options)
+    collection = Collection(list(package_paths), options, workers=workers)
     collection.load_all()
     snapshot = collection.snapshot()
     log.info(
