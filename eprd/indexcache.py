@@ -147,7 +147,7 @@ class Stored:
                 raise TypeError("not an index cache")
             self.stamps = stamps
         except FileNotFoundError:
-            self._stream = None
+            pass  # no cache yet: a cold start
         except Exception as err:
             log.warning("ignoring unreadable index cache %s: %s", path, err)
             self._stream = None
