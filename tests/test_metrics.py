@@ -296,7 +296,8 @@ async def test_process_metrics_follow_live_reload(eprd_process, tmp_path: Path):
             raise AssertionError(f"the rebuild never showed in the metrics: {samples}")
         assert value(samples, "epr_number_indexed_packages") == 1  # start-up only, as the reference
         assert value(samples, "eprd_rejected_package_versions") == 1
-        assert value(samples, "eprd_package_rejections_total") == 1
+        # (at least once: the watcher may also have read the broken version while it was written)
+        assert value(samples, "eprd_package_rejections_total") >= 1
         assert value(samples, "eprd_snapshot_rebuilds_total") >= 1
         assert value(samples, "eprd_snapshot_rebuild_duration_seconds_count") >= 1
         assert value(samples, "eprd_snapshot_generation") >= 2
