@@ -60,6 +60,7 @@ def scalar(text: str) -> Any:
 
 
 def to_int(text: str) -> int:
+    """An integer in YAML 1.1 notation (binary, hexadecimal, octal with a leading 0, underscores)."""
     digits = text.replace("_", "")
     sign = -1 if digits.startswith("-") else 1
     digits = digits.lstrip("+-")
@@ -71,6 +72,7 @@ def to_int(text: str) -> int:
 
 
 def to_float(text: str) -> float:
+    """A float in YAML 1.1 notation (.inf, .nan, underscores)."""
     lowered = text.lower()
     if lowered.endswith(".inf"):
         return float("-inf") if lowered.startswith("-") else float("inf")

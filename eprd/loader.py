@@ -116,6 +116,7 @@ def load_many(locations: list[str], options: LoadOptions, workers: int) -> list[
 
 
 def _worker_pool(workers: int) -> ProcessPoolExecutor:
+    # Spawned, not forked: the serving process has threads (the event loop's executor).
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
 
 
@@ -377,6 +378,7 @@ class Loading:
 
     @classmethod
     def start(cls, collection: Collection) -> Loading:
+        """Start loading ``collection`` in the background."""
         started = time.monotonic()
         background = ThreadPoolExecutor(1, thread_name_prefix="eprd-load")
         future = background.submit(collection.load_all)
