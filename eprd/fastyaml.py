@@ -155,7 +155,7 @@ class _Reader:
                     item, i = None, i + 1
             elif content.startswith("- "):
                 rest = content[2:].lstrip(" ")
-                if ": " in rest or rest[-1] == ":":
+                if ": " in rest or rest[-1] == ":":  # _key_end(rest) >= 0, inlined
                     item, i = self._mapping(i, indent + len(content) - len(rest), rest)
                 else:
                     item, i = self._scalar(i, rest, indent)
@@ -173,7 +173,7 @@ class _Reader:
         text, indents, count = self.text, self.indent, self.count
         content = first
         while True:
-            end = content.find(": ")
+            end = content.find(": ")  # _key_end(), inlined in this hot loop
             if end < 0:
                 end = len(content) - 1 if content[-1] == ":" else -1
             if end <= 0:

@@ -208,8 +208,7 @@ class DirFiles(PackageFiles):
         real = self.resolve(path)
         if real is None:
             raise FileNotFoundError(path)
-        with open(real, "rb") as fh:
-            return fh.read()
+        return _read_whole(real)
 
     def read_listed(self, path: str) -> bytes:
         """Read a file :meth:`entries` just listed (and checked), without resolving it again."""

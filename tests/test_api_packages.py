@@ -499,21 +499,25 @@ async def test_prerelease_and_experimental_versions_are_served(serve, http):
     assert lab.json["data_streams"][0]["type"] == "traces"
 
 
+# The assets of testdata's zipped_probe versions, in archive order within each depth:
+# manifest.yml was written before changelog.yml, beta_ds before alpha_ds.
+ZIPPED_PROBE_ASSETS = [
+    "manifest.yml",
+    "changelog.yml",
+    "docs/README.md",
+    "img/probe.svg",
+    "data_stream/beta_ds/manifest.yml",
+    "data_stream/alpha_ds/manifest.yml",
+    "data_stream/beta_ds/fields/base-fields.yml",
+    "data_stream/alpha_ds/fields/base-fields.yml",
+]
+
+
 async def test_zip_package_document_uses_archive_order(serve, http):
     _, base = await serve()
     url = "/package/zipped_probe/1.0.0"
     doc = (await fetch(http, base, url + "/")).json
-    # Archive order within each depth: manifest.yml was written before changelog.yml, beta_ds before alpha_ds.
-    assert doc["assets"] == [
-        f"{url}/manifest.yml",
-        f"{url}/changelog.yml",
-        f"{url}/docs/README.md",
-        f"{url}/img/probe.svg",
-        f"{url}/data_stream/beta_ds/manifest.yml",
-        f"{url}/data_stream/alpha_ds/manifest.yml",
-        f"{url}/data_stream/beta_ds/fields/base-fields.yml",
-        f"{url}/data_stream/alpha_ds/fields/base-fields.yml",
-    ]
+    assert doc["assets"] == [f"{url}/{asset}" for asset in ZIPPED_PROBE_ASSETS]
     assert [d["path"] for d in doc["data_streams"]] == ["beta_ds", "alpha_ds"]
     assert [d["dataset"] for d in doc["data_streams"]] == ["zipped_probe.beta_ds", "zipped_probe.alpha_ds"]
     assert doc["signature_path"] == "/epr/zipped_probe/zipped_probe-1.0.0.zip.sig"
@@ -527,16 +531,7 @@ async def test_zip_without_directory_entries(serve, http):
     _, base = await serve()
     url = "/package/zipped_probe/1.1.0"
     doc = (await fetch(http, base, url + "/")).json
-    assert doc["assets"] == [
-        f"{url}/manifest.yml",
-        f"{url}/changelog.yml",
-        f"{url}/docs/README.md",
-        f"{url}/img/probe.svg",
-        f"{url}/data_stream/beta_ds/manifest.yml",
-        f"{url}/data_stream/alpha_ds/manifest.yml",
-        f"{url}/data_stream/beta_ds/fields/base-fields.yml",
-        f"{url}/data_stream/alpha_ds/fields/base-fields.yml",
-    ]
+    assert doc["assets"] == [f"{url}/{asset}" for asset in ZIPPED_PROBE_ASSETS]
     assert [d["path"] for d in doc["data_streams"]] == ["beta_ds", "alpha_ds"]
     assert "signature_path" not in doc
     assert doc["conditions"] == {"kibana": {"version": "^8.0.0"}}

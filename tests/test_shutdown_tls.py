@@ -269,23 +269,20 @@ def wait_https(process, context: ssl.SSLContext) -> None:
     eventually(healthy, "eprd answering over HTTPS")
 
 
-def test_https_with_a_self_signed_certificate(eprd_process, tmp_path: Path, certificate):
-    cert, key = certificate
+def start_tls(eprd_process, tmp_path: Path, cert: Path, key: Path, *extra: str):
+    """eprd serving one package over HTTPS with ``cert`` and ``key``, answering."""
     root = tmp_path / "packages"
     pf.write_dir(root, "secure", "1.0.0")
     config = write_config(tmp_path / "config.yml", [root])
-    process = eprd_process(
-        [
-            "-config",
-            str(config),
-            "-require-package-signatures=false",
-            "-tls-cert",
-            str(cert),
-            "-tls-key",
-            str(key),
-        ]
-    )
+    args = ["-config", str(config), "-require-package-signatures=false", "-tls-cert", str(cert)]
+    process = eprd_process([*args, "-tls-key", str(key), *extra])
     wait_https(process, client_context(cert))
+    return process
+
+
+def test_https_with_a_self_signed_certificate(eprd_process, tmp_path: Path, certificate):
+    cert, key = certificate
+    process = start_tls(eprd_process, tmp_path, cert, key)
     status, body, _ = https_get(process.port, "/search", client_context(cert))
     assert status == 200
     assert [p["name"] for p in json.loads(body)] == ["secure"]
@@ -303,23 +300,7 @@ def test_https_with_a_self_signed_certificate(eprd_process, tmp_path: Path, cert
 
 def test_tls_min_version_13_refuses_a_tls12_client(eprd_process, tmp_path: Path, certificate):
     cert, key = certificate
-    root = tmp_path / "packages"
-    pf.write_dir(root, "secure", "1.0.0")
-    config = write_config(tmp_path / "config.yml", [root])
-    process = eprd_process(
-        [
-            "-config",
-            str(config),
-            "-require-package-signatures=false",
-            "-tls-cert",
-            str(cert),
-            "-tls-key",
-            str(key),
-            "-tls-min-version",
-            "1.3",
-        ]
-    )
-    wait_https(process, client_context(cert))
+    process = start_tls(eprd_process, tmp_path, cert, key, "-tls-min-version", "1.3")
     status, _, version = https_get(process.port, "/search", client_context(cert))
     assert (status, version) == (200, "TLSv1.3")
     with pytest.raises(ssl.SSLError):
