@@ -39,11 +39,23 @@ async def profiled(eprd_process, tmp_path: Path):
     process.pprof = f"http://127.0.0.1:{port}/debug/pprof/"
     process.bad = bad
     async with aiohttp.ClientSession() as http:
+        await wait_watching(http, process.pprof)
         yield process, http
     code, _, err = process.stop()
     assert code == 0, err
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+async def wait_watching(http: aiohttp.ClientSession, pprof: str) -> None:
+    """Ready means serving; the watcher starts just after, once the index cache is written."""
+    deadline = asyncio.get_running_loop().time() + 15
+    while asyncio.get_running_loop().time() < deadline:
+        async with http.get(pprof + "snapshot") as response:
+            if (await response.json())["watcher"]["running"]:
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the watcher did not start within 15 s")
 
 
 async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, str, str]:
@@ -146,15 +158,9 @@ async def test_heap_reports_tracemalloc_allocations(profiled):
 
 async def test_snapshot_describes_what_is_served(profiled):
     process, http = profiled
-    # Ready means serving; the watcher starts just after (once the index cache is written).
-    deadline = asyncio.get_running_loop().time() + 15
-    while True:
-        async with http.get(process.pprof + "snapshot") as response:
-            assert response.status == 200
-            doc = await response.json()
-        if doc["watcher"]["running"] or asyncio.get_running_loop().time() > deadline:
-            break
-        await asyncio.sleep(0.05)
+    async with http.get(process.pprof + "snapshot") as response:
+        assert response.status == 200
+        doc = await response.json()
     assert doc["generation"] == 1
     assert doc["package_versions"] == 1 and doc["package_names"] == 1
     assert doc["indexers"] == {"ZipFileSystemIndexer": 0, "FileSystemIndexer": 1}
