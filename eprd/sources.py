@@ -223,13 +223,17 @@ class DirFiles(PackageFiles):
         return FileInfo(st.st_size, st.st_mtime)
 
 
+_READ_SIZE = 1 << 20
+
+
 def _read_whole(path: str) -> bytes:
     """A file's content, with plain system calls (half the cost of ``open().read()``)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
+        chunks = [os.read(fd, _READ_SIZE)]
+        # A short read of a regular file is its end: no second call to be told so.
+        while len(chunks[-1]) == _READ_SIZE:
+            chunks.append(os.read(fd, _READ_SIZE))
     finally:
         os.close(fd)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
