@@ -160,11 +160,7 @@ def check_stamps(
 
 
 def _fresh_locations(share: list[tuple[str, str, bytes]]) -> set[str]:
-    return {
-        location
-        for location, inputs, stamp in share
-        if indexcache.Cached(location, inputs, stamp, None).is_fresh()
-    }
+    return {location for location, inputs, stamp in share if indexcache.is_fresh(location, inputs, stamp)}
 
 
 class Collection:
