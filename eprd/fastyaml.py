@@ -100,69 +100,10 @@ def parse(data: bytes) -> tuple[bool, Any]:
     more = len(lines) > 1 and not lines[-1]
     if more:
         lines.pop()  # what follows the last line break is not a line
-    if len(text) >= _BY_ENTRIES_MIN:
-        value = _by_entries(lines, more)
-        if value is not None:
-            return True, value
     try:
         return True, _Reader(lines, more).document()
     except (_Declined, RecursionError):
         return False, None
-
-
-# Top-level entries already read, by their text. Consecutive versions of a package repeat most
-# of each manifest and fields file, and an entry reads the same in any document: only the
-# entries that changed are read again. Values are shared, like yamlfile's, and read-only.
-_ENTRIES: dict[str, Any] = {}
-_ENTRIES_SIZE = 16384
-_BY_ENTRIES_MIN = 1024  # smaller documents are read whole
-
-
-def _by_entries(lines: list[str], more: bool) -> dict[Any, Any] | list[Any] | None:
-    """A top-level block mapping or sequence read entry by entry; None to read it whole.
-
-    An entry starts at a line with content in the first column: a key, or a ``- `` item. Each
-    entry is read as a document of its own; the whole is the same when every entry reads as one
-    key or one item. Anything else (a declined entry, a document marker, an entry
-    that is not one key...) leaves the document to be read whole, which also decides how.
-    """
-    starts = [i for i, line in enumerate(lines) if line and line[0] != " " and line[0] != "#"]
-    if not starts:
-        return None
-    first = lines[starts[0]]
-    is_sequence = first == "-" or first.startswith("- ")
-    if is_sequence:
-        starts = [i for i in starts if lines[i] == "-" or lines[i].startswith("- ")]
-    elif first[0] == "-":
-        return None  # a document marker
-    else:
-        starts = [i for i in starts if lines[i][0] != "-"]  # (col-0 items belong to the key above)
-    if len(starts) < 2:
-        return None
-    bounds = [0, *starts[1:], len(lines)]
-    values = []
-    for n in range(len(bounds) - 1):
-        entry = lines[bounds[n] : bounds[n + 1]]
-        broken = more or n < len(bounds) - 2  # whether a line break ends the entry
-        key = "\n".join(entry) + "\n" if broken else "\n".join(entry)
-        value = _ENTRIES.get(key)
-        if value is None:
-            try:
-                value = _Reader(entry, broken).document()
-            except (_Declined, RecursionError):
-                return None
-            if not isinstance(value, list if is_sequence else dict) or len(value) != 1:
-                return None
-            if len(_ENTRIES) >= _ENTRIES_SIZE:
-                _ENTRIES.clear()
-            _ENTRIES[key] = value
-        values.append(value)
-    if is_sequence:
-        return [item for value in values for item in value]
-    mapping: dict[Any, Any] = {}
-    for value in values:
-        mapping.update(value)  # (a repeated key: the last value at the first place, as when read whole)
-    return mapping
 
 
 class _Reader:

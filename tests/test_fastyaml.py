@@ -116,78 +116,19 @@ def test_the_fast_reader_declines_what_it_does_not_know(text: str) -> None:
     assert fastyaml.parse(text.encode("utf-8", "surrogateescape")) == (False, None)
 
 
-@pytest.fixture
-def by_entries(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """Every document read entry by entry, with an empty memo of entries."""
-    monkeypatch.setattr(fastyaml, "_BY_ENTRIES_MIN", 0)
-    monkeypatch.setattr(fastyaml, "_ENTRIES", {})
-    return fastyaml._ENTRIES
-
-
-@pytest.mark.parametrize("text", [*READ_FAST.values(), *DECLINED.values()], ids=[*READ_FAST, *DECLINED])
-def test_reading_entry_by_entry_gives_what_reading_whole_gives(text: str, by_entries) -> None:
-    data = text.encode("utf-8", "surrogateescape")
-    for _ in range(2):  # the second time, entries come from the memo
-        fast, value = fastyaml.parse(data)
-        assert fast == (text in READ_FAST.values())
-        if fast:
-            assert same(value, pyyaml(text)), (value, pyyaml(text))
-
-
-SHARED_ENTRIES = [
-    # One entry at different places: last with and without a final line break, or followed by more.
-    "a: |+\n  x\n\nb: 1\n",
-    "b: 1\na: |+\n  x\n\n",
-    "b: 1\na: |+\n  x\n",
-    "b: 1\na: |+\n  x",
-    "a: |+\n  x\nb: 1\n",
-    "a: |\n  x\nb: 1",
-    "b: 1\na: |\n  x",
-    # Repeated keys, and items that are not entries of their own.
-    "a: 1\nb: 2\na: 3\n",
-    "a:\n- 1\n- 2\nb: 2\n",
-    "- a: 1\n  b: 2\n- c\n",
-    "- c\n- a: 1\n  b: 2\n",
-    # An entry that reads as more than one key, and entries after a scalar.
-    "a: 1\nb: 2\n---\nc: 3\n",
-    "text\na: 1\n",
-    "12\na: 1\n",
-    "- 1\nb: 2\n",
-]
-
-
-def test_entries_read_before_are_read_the_same_anywhere(by_entries) -> None:
-    for text in SHARED_ENTRIES * 2:
-        fast, value = fastyaml.parse(text.encode())
-        try:
-            expected = pyyaml(text)
-        except yaml.YAMLError:
-            assert not fast, text
-            continue
-        if fast:
-            assert same(value, expected), (text, value, expected)
-    assert by_entries  # entries were remembered
-
-
 def test_documents_the_fast_reader_declines_still_load() -> None:
     assert yamlfile.load(b"a: &x 1\nb: *x\n") == {"a": 1, "b": 1}
     with pytest.raises(yamlfile.YAMLError):
         yamlfile.load(b"a: 'x\n")
 
 
-@pytest.mark.parametrize("cut", ["small documents whole", "entry by entry"])
-def test_every_yaml_file_of_the_test_packages_reads_the_same_both_ways(
-    cut: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if cut == "entry by entry":
-        monkeypatch.setattr(fastyaml, "_BY_ENTRIES_MIN", 0)
-        monkeypatch.setattr(fastyaml, "_ENTRIES", {})
+def test_every_yaml_file_of_the_test_packages_reads_the_same_both_ways() -> None:
     files = sorted(p for p in TESTDATA.rglob("*") if p.suffix in (".yml", ".yaml"))
     assert len(files) > 30
     fast = 0
-    for path in files * 2:  # the second round reads entries from the memo
+    for path in files:
         ok, value = fastyaml.parse(path.read_bytes())
         if ok:
             fast += 1
             assert same(value, pyyaml(path.read_text())), path
-    assert fast >= len(files) * 2 * 0.9  # the reader is for the style packages are written in
+    assert fast >= len(files) * 0.9  # the reader is for the style packages are written in
