@@ -58,6 +58,26 @@ async def test_folder_discovery_only_takes_strict_semver_folders_at_depth_two(se
         assert await status_of(http, f"{base}/package/{path}/") == 404, path
 
 
+async def test_manifests_are_read_whole_whatever_their_size(serve, http, tmp_path):
+    # Files are read in 64 KiB calls, and a short read ends a file: sizes around that are read whole.
+    root = tmp_path / "packages"
+    sizes = (0x10000 - 1, 0x10000, 0x10000 + 1, 3 * 0x10000, 3 * 0x10000 + 7)
+    for i, size in enumerate(sizes):
+        manifest = pf.write_dir(root, "big", f"1.0.{i}") / "manifest.yml"
+        text = manifest.read_text()
+        tail = f"description: ends at byte {size}\n"
+        padding = size - len(text) - len(tail)
+        manifest.write_text(text + "#" * (padding - 1) + "\n" + tail)
+        assert manifest.stat().st_size == size
+
+    registry, base = await serve([root])
+
+    assert registry.snapshot.rejected == ()
+    for i, size in enumerate(sizes):
+        doc = await get_json(http, f"{base}/package/big/1.0.{i}/")
+        assert doc["description"] == f"ends at byte {size}", size
+
+
 async def test_the_package_folder_name_is_not_compared_with_the_manifest_name(serve, http, tmp_path):
     root = tmp_path / "packages"
     pf.write_dir(root, "realname", "1.0.0", folder="whatever_folder")
