@@ -1,4 +1,4 @@
-from eprd.cli import main
+from eprd.cli.main import main
 
 if __name__ == "__main__":  # worker processes re-import this module under another name
     raise SystemExit(main())

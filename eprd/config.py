@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from eprd import yamlfile
+from eprd.model import yamlfile
 
 
 class ConfigError(ValueError):

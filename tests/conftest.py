@@ -16,11 +16,11 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from eprd.archives import ArchiveStore
 from eprd.config import CacheTimes, Config
-from eprd.loader import load_snapshot
-from eprd.package import LoadOptions
-from eprd.server import Registry, make_app
+from eprd.http.server import Registry, make_app
+from eprd.indexers.local.archives import ArchiveStore
+from eprd.indexers.local.collection import load_snapshot
+from eprd.model.package import LoadOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTDATA = ROOT / "testdata"

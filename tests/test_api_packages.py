@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from eprd.archives import TAR_GZ, ArchiveStore
 from eprd.config import CacheTimes
-from eprd.loader import load_snapshot
-from eprd.package import LoadOptions
+from eprd.indexers.local.archives import TAR_GZ, ArchiveStore
+from eprd.indexers.local.collection import load_snapshot
+from eprd.model.package import LoadOptions
 from tests.conftest import TESTDATA, default_paths
 from tests.httpcheck import NO_CACHE, Reply, fetch, go_json
 

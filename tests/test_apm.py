@@ -25,7 +25,7 @@ from aiohttp.test_utils import TestServer
 from conftest import write_config
 
 from eprd import __version__
-from eprd.apm import Apm
+from eprd.ops.apm import Apm
 
 DEADLINE = 20.0
 DOCUMENT = "/package/{packageName:[a-z0-9_]+}/{packageVersion}/"

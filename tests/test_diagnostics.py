@@ -13,7 +13,7 @@ import pkgfactory as pf
 import pytest
 from conftest import write_config
 
-from eprd.diagnostics import Diagnostics
+from eprd.ops.diagnostics import Diagnostics
 
 COLLAPSED = re.compile(r"^(thread [^;]+(?:;[^;]+)*) (\d+)$")
 
@@ -85,7 +85,7 @@ async def test_tasks_show_asyncio_tasks_and_threads(profiled):
     assert (status, ctype.split(";")[0]) == (200, "text/plain")
     assert re.search(r"^eprd \S+ \(API \S+\), pid \d+: \d+ asyncio tasks, \d+ threads$", body, re.M)
     watcher = body.split("--- task 'eprd-watcher'")[1].split("\n--- ")[0]
-    assert 'eprd/watcher.py", line' in watcher and "in run" in watcher  # its await chain
+    assert 'eprd/indexers/local/watcher.py", line' in watcher and "in run" in watcher  # its await chain
     assert "[running (this request)]" in body
     assert "--- thread 'MainThread'" in body
     main = body.split("--- thread 'MainThread'")[1].split("\n--- ")[0]

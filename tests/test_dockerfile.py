@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eprd import flags
+from eprd.cli import flags
 from eprd.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -355,7 +355,7 @@ def test_dockerignore_keeps_the_context_small(instructions: list[Instruction]) -
     for source in sources:
         assert (ROOT / source).exists(), source
         assert not dockerignored(source, patterns), f"{source} is copied but excluded by .dockerignore"
-    for kept in ("eprd/cli.py", "eprd/data/favicon.ico", "pyproject.toml", "README.md"):
+    for kept in ("eprd/cli/main.py", "eprd/data/favicon.ico", "pyproject.toml", "README.md"):
         assert not dockerignored(kept, patterns), kept
     for left_out in (
         ".git/HEAD",

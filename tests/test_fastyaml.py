@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from eprd import fastyaml, yamlfile
+from eprd.model import fastyaml, yamlfile
 
 TESTDATA = Path(__file__).resolve().parent.parent / "testdata"
 

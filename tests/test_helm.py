@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from eprd import flags
+from eprd.cli import flags
 from eprd.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from eprd import indexcache
-from eprd.loader import PARALLEL_MIN, Collection
-from eprd.package import LoadOptions, PackageError
+from eprd.indexers.local import indexcache
+from eprd.indexers.local.collection import PARALLEL_MIN, Collection
+from eprd.model.package import LoadOptions, PackageError
 from tests import pkgfactory as pf
 from tests.conftest import write_config
 

@@ -20,8 +20,8 @@ from conftest import write_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from eprd import __version__
-from eprd.metrics import Metrics, make_metrics_app
-from eprd.server import Registry
+from eprd.http.server import Registry
+from eprd.ops.metrics import Metrics, make_metrics_app
 
 IDENTITY = {"Accept-Encoding": "identity"}
 SEARCH = "/search"

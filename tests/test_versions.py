@@ -10,8 +10,8 @@ import re
 import pytest
 import semver
 
-from eprd import versions
-from eprd.versions import (
+from eprd.model import versions
+from eprd.model.versions import (
     Constraint,
     VersionError,
     is_prerelease,

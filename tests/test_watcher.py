@@ -17,12 +17,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from eprd.archives import ArchiveStore
 from eprd.config import Config
-from eprd.loader import Collection
-from eprd.package import LoadOptions
-from eprd.server import Registry
-from eprd.watcher import Watcher
+from eprd.http.server import Registry
+from eprd.indexers.local.archives import ArchiveStore
+from eprd.indexers.local.collection import Collection
+from eprd.indexers.local.watcher import Watcher
+from eprd.model.package import LoadOptions
 from tests import pkgfactory as pf
 
 DEADLINE = 15.0

@@ -10,7 +10,7 @@ import aiohttp
 import pkgfactory as pf
 import pytest
 
-from eprd import gofmt, gojson, yamlfile
+from eprd.model import gofmt, gojson, yamlfile
 
 IDENTITY = {"Accept-Encoding": "identity"}  # bodies as sent, never compressed
 

@@ -46,7 +46,7 @@ from aiohttp import web
 from eprd import API_VERSION, __version__
 
 if TYPE_CHECKING:
-    from eprd.server import Registry
+    from eprd.http.server import Registry
 
 PREFIX = "/debug/pprof/"
 MAX_SECONDS = 3600.0
@@ -162,7 +162,7 @@ def dump_tasks_and_threads(loop: asyncio.AbstractEventLoop | None = None) -> str
 # --- CPU profile ----------------------------------------------------------------------------
 
 
-_SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the folder holding eprd/
+_SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the folder holding eprd/
 
 
 @functools.lru_cache(maxsize=8192)

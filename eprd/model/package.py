@@ -19,18 +19,19 @@ from typing import Any
 import orjson
 import semver
 
-from eprd import gojson, yamlfile
-from eprd.categories import CATEGORIES
-from eprd.datastream import (
+from eprd.model import gojson, yamlfile
+from eprd.model.categories import CATEGORIES
+from eprd.model.datastream import (
     DataStreamError,
     data_stream_dirs,
     data_stream_summary,
     load_data_stream,
     stream_doc,
 )
-from eprd.ingestion import ingestion_method
-from eprd.listing import Listing
-from eprd.manifest import (
+from eprd.model.files import DirFiles, PackageFileError, PackageFiles, open_package, signature_path
+from eprd.model.ingestion import ingestion_method
+from eprd.model.listing import Listing
+from eprd.model.manifest import (
     OMIT_NULL,
     VALID_RELEASES,
     ManifestError,
@@ -51,8 +52,7 @@ from eprd.manifest import (
     texts,
     variables_doc,
 )
-from eprd.sources import DirFiles, PackageFileError, PackageFiles, open_package, signature_path
-from eprd.versions import Constraint, VersionError, is_prerelease, parse_strict, sort_key
+from eprd.model.versions import Constraint, VersionError, is_prerelease, parse_strict, sort_key
 
 log = logging.getLogger("eprd.package")
 

@@ -7,10 +7,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-from eprd import API_VERSION, __version__, apm, flags, logs
+from eprd import API_VERSION, __version__
+from eprd.cli import flags
 from eprd.config import Config, ConfigError, load_config
-from eprd.loader import Collection, Loading, load_snapshot
-from eprd.package import LoadOptions
+from eprd.indexers.local.collection import Collection, Loading, load_snapshot
+from eprd.model.package import LoadOptions
+from eprd.ops import apm, logs
 
 log = logging.getLogger("eprd")
 
@@ -66,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import asyncio
 
-    from eprd import serve  # aiohttp and the operations' libraries: only when serving
+    from eprd.cli import serve  # aiohttp and the operations' libraries: only when serving
 
     return asyncio.run(serve.serve(config, options, collection, loading))
 

@@ -14,7 +14,7 @@ from urllib.parse import unquote_to_bytes
 
 import semver
 
-from eprd.versions import VersionError, parse_loose, sort_key
+from eprd.model.versions import VersionError, parse_loose, sort_key
 
 
 class QueryError(ValueError):

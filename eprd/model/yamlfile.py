@@ -21,9 +21,9 @@ from typing import Any
 import yaml
 from yaml.nodes import Node, ScalarNode, SequenceNode
 
-from eprd import fastyaml
-from eprd.fastyaml import CONSTANTS, scalar, to_float, to_int
-from eprd.gofmt import go_string
+from eprd.model import fastyaml
+from eprd.model.fastyaml import CONSTANTS, scalar, to_float, to_int
+from eprd.model.gofmt import go_string
 
 
 class YAMLError(ValueError):

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from eprd.package import Package, PackageError, render_document, render_entry
+from eprd.model.package import Package, PackageError, render_document, render_entry
 
 ZIP_INDEXER = "ZipFileSystemIndexer"
 DIR_INDEXER = "FileSystemIndexer"

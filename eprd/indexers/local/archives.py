@@ -20,8 +20,8 @@ import time
 import zipfile
 from collections import OrderedDict
 
-from eprd.package import Package
-from eprd.sources import PackageFiles, ZipFiles
+from eprd.model.files import PackageFiles, ZipFiles
+from eprd.model.package import Package
 
 log = logging.getLogger("eprd.archives")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from eprd.sources import Entry
+from eprd.model.files import Entry
 
 
 class Listing:

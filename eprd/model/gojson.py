@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from eprd.gofmt import float_json
+from eprd.model.gofmt import float_json
 
 _LINE_SEPARATORS = (("\u2028".encode(), b"\\u2028"), ("\u2029".encode(), b"\\u2029"))
 

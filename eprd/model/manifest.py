@@ -12,8 +12,8 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
-from eprd import gojson
-from eprd.gofmt import go_string
+from eprd.model import gojson
+from eprd.model.gofmt import go_string
 
 OMIT_EMPTY = "omit-empty"  # Go ``omitempty``: drop "", false, 0, nil and empty lists/maps
 OMIT_NULL = "omit-null"  # pointer with ``omitempty``: drop only when absent

@@ -23,15 +23,16 @@ from urllib.parse import quote
 from aiohttp import web
 from multidict import CIMultiDict
 
-from eprd import archives, httpfiles
-from eprd.filters import FilterError, categories_body, search_body
-from eprd.query import QueryError, parse_categories, parse_search
-from eprd.snapshot import Body, Indexed, Snapshot
-from eprd.sources import DirFiles
-from eprd.versions import is_strict
+from eprd.catalog.filters import FilterError, categories_body, search_body
+from eprd.catalog.query import QueryError, parse_categories, parse_search
+from eprd.catalog.snapshot import Body, Indexed, Snapshot
+from eprd.http import httpfiles
+from eprd.indexers.local import archives
+from eprd.model.files import DirFiles
+from eprd.model.versions import is_strict
 
 if TYPE_CHECKING:
-    from eprd.server import Registry
+    from eprd.http.server import Registry
 
 log = logging.getLogger("eprd.access")
 

@@ -14,17 +14,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
-from eprd import API_VERSION, gojson
-from eprd.accesslog import AccessLog
-from eprd.archives import ArchiveStore
+from eprd import API_VERSION
+from eprd.catalog.snapshot import Body, Snapshot
 from eprd.config import Config
-from eprd.routes import Route, make_dispatcher
-from eprd.snapshot import Body, Snapshot
+from eprd.http.routes import Route, make_dispatcher
+from eprd.indexers.local.archives import ArchiveStore
+from eprd.model import gojson
+from eprd.ops.accesslog import AccessLog
 
 if TYPE_CHECKING:
-    from eprd.apm import Apm
-    from eprd.metrics import Metrics
-    from eprd.watcher import Watcher
+    from eprd.indexers.local.watcher import Watcher
+    from eprd.ops.apm import Apm
+    from eprd.ops.metrics import Metrics
 
 log = logging.getLogger("eprd.server")
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # aiohttp and the agent are imported only when APM is on
     import elasticapm
     from aiohttp import web
 
-    from eprd.routes import Route
+    from eprd.http.routes import Route
 
 log = logging.getLogger("eprd.apm")
 

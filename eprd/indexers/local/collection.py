@@ -22,11 +22,12 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from eprd import indexcache
-from eprd.package import LoadOptions, Package, PackageError, load_package
-from eprd.snapshot import Snapshot, build_snapshot
-from eprd.sources import Candidate, Entry, FileInfo, candidate_at, scan, scan_within
-from eprd.versions import is_strict
+from eprd.catalog.snapshot import Snapshot, build_snapshot
+from eprd.indexers.local import indexcache
+from eprd.indexers.local.scan import Candidate, candidate_at, scan, scan_within
+from eprd.model.files import Entry, FileInfo
+from eprd.model.package import LoadOptions, Package, PackageError, load_package
+from eprd.model.versions import is_strict
 
 log = logging.getLogger("eprd.loader")
 

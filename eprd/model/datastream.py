@@ -6,11 +6,12 @@ import hashlib
 import json
 from typing import Any
 
-from eprd import yamlfile
-from eprd.gofmt import go_string
-from eprd.ingestion import ingestion_method
-from eprd.listing import Listing
-from eprd.manifest import (
+from eprd.model import yamlfile
+from eprd.model.files import PackageFiles
+from eprd.model.gofmt import go_string
+from eprd.model.ingestion import ingestion_method
+from eprd.model.listing import Listing
+from eprd.model.manifest import (
     OMIT_NULL,
     VALID_RELEASES,
     ManifestError,
@@ -26,7 +27,6 @@ from eprd.manifest import (
     texts,
     variables_doc,
 )
-from eprd.sources import PackageFiles
 
 VALID_TYPES = ("logs", "metrics", "synthetics", "traces")
 DEFAULT_PIPELINES = ("default.json", "default.yml")

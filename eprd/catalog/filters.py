@@ -6,11 +6,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from eprd import gojson
-from eprd.categories import CATEGORIES, has_category
-from eprd.package import Package, render_entry, template_summaries
-from eprd.query import CategoriesQuery, Filter
-from eprd.snapshot import Indexed, Snapshot
+from eprd.catalog.query import CategoriesQuery, Filter
+from eprd.catalog.snapshot import Indexed, Snapshot
+from eprd.model import gojson
+from eprd.model.categories import CATEGORIES, has_category
+from eprd.model.package import Package, render_entry, template_summaries
 
 
 class FilterError(ValueError):

@@ -22,9 +22,9 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from eprd import watchproc
-from eprd.loader import Changes, Collection
-from eprd.snapshot import Snapshot
+from eprd.catalog.snapshot import Snapshot
+from eprd.indexers.local import watchproc
+from eprd.indexers.local.collection import Changes, Collection
 
 log = logging.getLogger("eprd.watcher")
 

@@ -34,8 +34,8 @@ from prometheus_client.utils import INF, floatToGoString
 from eprd import __version__
 
 if TYPE_CHECKING:
-    from eprd.loader import Changes
-    from eprd.server import Registry
+    from eprd.http.server import Registry
+    from eprd.indexers.local.collection import Changes
 
 # The reference's size buckets (metrics/metrics.go): 16 B to 1 KiB, 64 KiB, 256 KiB.
 SIZE_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 64 * 1024, 256 * 1024)

@@ -15,16 +15,17 @@ import time
 
 from aiohttp import web
 
-from eprd import flags, logs
-from eprd.accesslog import AccessLog
-from eprd.apm import Apm
-from eprd.archives import ArchiveStore
+from eprd.cli import flags
 from eprd.config import Config
-from eprd.diagnostics import Diagnostics
-from eprd.loader import Collection, Loading
-from eprd.metrics import Metrics, make_metrics_app
-from eprd.server import Registry, make_app, split_address, tls_context
-from eprd.watcher import Watcher
+from eprd.http.server import Registry, make_app, split_address, tls_context
+from eprd.indexers.local.archives import ArchiveStore
+from eprd.indexers.local.collection import Collection, Loading
+from eprd.indexers.local.watcher import Watcher
+from eprd.ops import logs
+from eprd.ops.accesslog import AccessLog
+from eprd.ops.apm import Apm
+from eprd.ops.diagnostics import Diagnostics
+from eprd.ops.metrics import Metrics, make_metrics_app
 
 log = logging.getLogger("eprd")
 
