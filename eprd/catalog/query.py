@@ -81,9 +81,11 @@ def parse_query_string(raw: str) -> dict[str, list[str]]:
 
 
 def _unescape(text: str) -> str | None:
+    # Surrogate escapes keep bytes that are not UTF-8 (``%ff``) as the client sent them: Go's
+    # strings are bytes, and the reference quotes them back in its error texts.
     if _BAD_ESCAPE.search(text):
         return None
-    return unquote_to_bytes(text.replace("+", " ")).decode("utf-8", "replace")
+    return unquote_to_bytes(text.replace("+", " ")).decode("utf-8", "surrogateescape")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -112,10 +114,31 @@ def _check_unknown(params: dict[str, list[str]], known: frozenset[str], allow_un
             raise QueryError(f"unknown query parameter: {_go_quote(key)}")
 
 
+_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
+_GO_ESCAPES.update({'"': '\\"', "\\": "\\\\"})
+
+
 def _go_quote(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-    escaped = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in escaped)
-    return f'"{escaped}"'
+    """Go's strconv.Quote (``%q``): printable characters as they are, the rest escaped."""
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return '"' + "".join(_go_quote_char(c) for c in text) + '"'
+
+
+def _go_quote_char(c: str) -> str:
+    escaped = _GO_ESCAPES.get(c)
+    if escaped is not None:
+        return escaped
+    code = ord(c)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8 (surrogate escape)
+        return f"\\x{code - 0xDC00:02x}"
+    if c.isprintable():
+        return c
+    if code < 0x20 or code == 0x7F:
+        return f"\\x{code:02x}"
+    if 0xD800 <= code <= 0xDFFF:
+        return "\\ufffd"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def _first(params: dict[str, list[str]], key: str) -> str:

@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import logging
+import math
 import mimetypes
 import os
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC
 from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict
+
+from eprd.http import conditional
+
+log = logging.getLogger("eprd.access")  # request errors are logged where routes logs them
 
 # Fixed by the reference regardless of the OS tables.
 _OVERRIDES = {
@@ -90,92 +95,8 @@ def sniff(head: bytes) -> str:
 
 
 def http_date(timestamp: float) -> str:
+    """An HTTP date (Go's TimeFormat) for Unix seconds."""
     return email.utils.formatdate(int(timestamp), usegmt=True)
-
-
-def _parse_date(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        parsed = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    try:
-        return parsed.timestamp()
-    except (OverflowError, ValueError):
-        return None
-
-
-def _etag_matches(header: str, etag: str | None, weak: bool) -> bool:
-    for candidate in header.split(","):
-        candidate = candidate.strip()
-        if candidate == "*":
-            return True
-        if etag is None:
-            continue
-        if weak:
-            if candidate.removeprefix("W/") == etag.removeprefix("W/"):
-                return True
-        elif candidate == etag and not etag.startswith("W/"):
-            return True
-    return False
-
-
-def _precondition(request: web.Request, mtime: int | None, etag: str | None) -> int | None:
-    """Status for a failed precondition (412) or an unchanged resource (304), else None."""
-    if_match = request.headers.get(hdrs.IF_MATCH)
-    if if_match is not None:
-        if not _etag_matches(if_match, etag, weak=False):
-            return 412
-    else:
-        since = _parse_date(request.headers.get(hdrs.IF_UNMODIFIED_SINCE))
-        if since is not None and mtime and mtime > since:
-            return 412
-    if_none_match = request.headers.get(hdrs.IF_NONE_MATCH)
-    if if_none_match is not None:
-        if _etag_matches(if_none_match, etag, weak=True):
-            return 304 if request.method in ("GET", "HEAD") else 412
-        return None
-    if request.method in ("GET", "HEAD"):
-        since = _parse_date(request.headers.get(hdrs.IF_MODIFIED_SINCE))
-        if since is not None and mtime and mtime <= since:
-            return 304
-    return None
-
-
-def _ranges(header: str, size: int) -> list[tuple[int, int]] | None:
-    """Byte ranges as (start, length); None when unsatisfiable or malformed."""
-    if not header.startswith("bytes="):
-        return None
-    out = []
-    for spec in header[len("bytes=") :].split(","):
-        spec = spec.strip()
-        if not spec:
-            continue
-        start_text, sep, end_text = spec.partition("-")
-        if not sep:
-            return None
-        start_text, end_text = start_text.strip(), end_text.strip()
-        if not start_text:
-            if not end_text.isdigit():
-                return None
-            suffix = min(int(end_text), size)
-            if suffix == 0:
-                continue
-            out.append((size - suffix, suffix))
-            continue
-        if not start_text.isdigit() or (end_text and not end_text.isdigit()):
-            return None
-        start = int(start_text)
-        if start >= size:
-            continue
-        end = min(int(end_text), size - 1) if end_text else size - 1
-        if end < start:
-            return None
-        out.append((start, end - start + 1))
-    return out or None
 
 
 @dataclass(slots=True)
@@ -190,48 +111,52 @@ class _Plan:
 
 
 def _plan(
-    request: web.Request,
+    request: web.BaseRequest,
     size: int,
     mtime: float,
     etag: str | None,
     headers: Mapping[str, str] | CIMultiDict[str],
     content_type_value: str,
 ) -> _Plan:
-    """Go's ServeContent decisions: validators, preconditions, ranges."""
+    """Go's ServeContent decisions: validators, preconditions, ranges (eprd.http.conditional)."""
     out = CIMultiDict(headers)
-    seconds = int(mtime) if mtime > 0 else None  # Go compares modification times in whole seconds
-    if seconds:
+    seconds = math.floor(mtime) if mtime else None  # Go compares modification times in whole seconds
+    if seconds is not None:
         out[hdrs.LAST_MODIFIED] = http_date(seconds)
     if etag:
         out[hdrs.ETAG] = etag
-    status = _precondition(request, seconds, etag)
-    if status is not None:
-        return _Plan(status, out, [])
+    outcome, range_header = conditional.check_preconditions(request.method, request.headers, seconds, etag)
+    if outcome is not conditional.Outcome.SEND:
+        return _Plan(outcome.value, out, [])
     out[hdrs.ACCEPT_RANGES] = "bytes"
-    range_header = request.headers.get(hdrs.RANGE)
-    if_range = request.headers.get(hdrs.IF_RANGE)
-    if range_header and if_range and not _if_range_matches(if_range, seconds, etag):
-        range_header = None
-    if range_header and size > 0:
-        ranges = _ranges(range_header, size)
-        if ranges is None:
-            for name in (hdrs.CACHE_CONTROL, hdrs.LAST_MODIFIED, hdrs.ETAG):
-                out.popall(name, None)
-            out[hdrs.CONTENT_RANGE] = f"bytes */{size}"
-            out[hdrs.CONTENT_TYPE] = "text/plain; charset=utf-8"
-            out["X-Content-Type-Options"] = "nosniff"
-            return _Plan(416, out, [], error=b"invalid range: failed to overlap\n")
-        if sum(length for _, length in ranges) <= size:
-            if len(ranges) == 1:
-                start, length = ranges[0]
-                out[hdrs.CONTENT_RANGE] = f"bytes {start}-{start + length - 1}/{size}"
-                out[hdrs.CONTENT_TYPE] = content_type_value
-                return _Plan(206, out, ranges)
-            boundary = uuid.uuid4().hex
-            out[hdrs.CONTENT_TYPE] = f"multipart/byteranges; boundary={boundary}"
-            return _Plan(206, out, ranges, boundary=boundary)
+    try:
+        ranges = conditional.parse_range(range_header, size)
+    except conditional.RangeError as err:
+        if not (err.no_overlap and size == 0):  # an empty file ignores a range it cannot overlap
+            return _range_error(out, size, err)
+        ranges = []
+    if ranges and sum(length for _, length in ranges) <= size:  # else: ignored, as Go does
+        if len(ranges) == 1:
+            start, length = ranges[0]
+            out[hdrs.CONTENT_RANGE] = f"bytes {start}-{start + length - 1}/{size}"
+            out[hdrs.CONTENT_TYPE] = content_type_value
+            return _Plan(206, out, ranges)
+        boundary = uuid.uuid4().hex
+        out[hdrs.CONTENT_TYPE] = f"multipart/byteranges; boundary={boundary}"
+        return _Plan(206, out, ranges, boundary=boundary)
     out[hdrs.CONTENT_TYPE] = content_type_value
     return _Plan(200, out, [(0, size)])
+
+
+def _range_error(out: CIMultiDict[str], size: int, err: conditional.RangeError) -> _Plan:
+    """Go's serveError for a 416: validators and caching dropped, plain text."""
+    for name in (hdrs.CACHE_CONTROL, hdrs.CONTENT_ENCODING, hdrs.ETAG, hdrs.LAST_MODIFIED):
+        out.popall(name, None)
+    if err.no_overlap:
+        out[hdrs.CONTENT_RANGE] = f"bytes */{size}"
+    out[hdrs.CONTENT_TYPE] = "text/plain; charset=utf-8"
+    out["X-Content-Type-Options"] = "nosniff"
+    return _Plan(416, out, [], error=f"{err}\n".encode())
 
 
 def _multipart(plan: _Plan, size: int, ctype: str, read: Callable[[int, int], bytes]) -> bytes:
@@ -268,21 +193,33 @@ def bytes_response(
 
 
 class DiskFileResponse(web.StreamResponse):
-    """A file on disk sent with sendfile, with the semantics of Go's ServeContent."""
+    """A file on disk sent with sendfile, with the semantics of Go's ServeContent.
+
+    A file that cannot be opened when the response is sent (removed or replaced since the
+    handler found it) is answered 404 with ``missing`` as the text, and logged.
+    """
 
     def __init__(
-        self, path: str, headers: Mapping[str, str] | CIMultiDict[str], content_type_value: str
+        self,
+        path: str,
+        headers: Mapping[str, str] | CIMultiDict[str],
+        content_type_value: str,
+        missing: str = "resource not found",
     ) -> None:
         super().__init__()
         self._path = path
         self._extra = CIMultiDict(headers)
         self._ctype = content_type_value
+        self._missing = missing
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         if self.prepared:
             return await super().prepare(request)
         loop = asyncio.get_running_loop()
-        fobj = await loop.run_in_executor(None, open, self._path, "rb")
+        try:
+            fobj = await loop.run_in_executor(None, open, self._path, "rb")
+        except OSError as err:
+            return await self._not_found(request, err)
         try:
             st = os.fstat(fobj.fileno())
             self._extra.update(self.headers)  # headers the handler chain added (e.g. CORS)
@@ -314,6 +251,22 @@ class DiskFileResponse(web.StreamResponse):
         finally:
             await loop.run_in_executor(None, fobj.close)
 
+    async def _not_found(self, request: web.BaseRequest, err: OSError) -> AbstractStreamWriter | None:
+        log.warning("cannot open file to send", extra={"file.path": self._path, "error.message": str(err)})
+        self._extra.update(self.headers)
+        self.set_status(404)
+        self.headers.clear()
+        self.headers.extend(self._extra)
+        self.headers[hdrs.CONTENT_TYPE] = "text/plain; charset=utf-8"
+        self.headers["X-Content-Type-Options"] = "nosniff"
+        body = self._missing.encode() + b"\n"
+        self.content_length = len(body)
+        writer = await super().prepare(request)
+        if request.method != "HEAD":
+            await self.write(body)
+        await self.write_eof()
+        return writer
+
     async def _send(self, request: web.BaseRequest, fobj: Any, offset: int, count: int) -> None:
         transport = request.transport
         if transport is None:
@@ -328,10 +281,3 @@ class DiskFileResponse(web.StreamResponse):
                 await self.write(chunk)
                 offset += len(chunk)
                 count -= len(chunk)
-
-
-def _if_range_matches(value: str, mtime: int | None, etag: str | None) -> bool:
-    if value.startswith(('"', "W/")):
-        return etag is not None and value == etag and not etag.startswith("W/")
-    since = _parse_date(value)
-    return since is not None and mtime is not None and mtime == int(since)

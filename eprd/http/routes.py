@@ -30,6 +30,7 @@ from eprd.http import httpfiles
 from eprd.indexers.local import archives
 from eprd.model.files import DirFiles
 from eprd.model.versions import is_strict
+from eprd.ops import accesslog
 
 if TYPE_CHECKING:
     from eprd.http.server import Registry
@@ -61,7 +62,22 @@ def text_error(status: int, message: str, cache: tuple[tuple[str, str], ...] = N
     headers = _headers(
         cache, (("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff"))
     )
-    return web.Response(status=status, body=message.encode() + b"\n", headers=headers)
+    return web.Response(status=status, body=_text_bytes(message) + b"\n", headers=headers)
+
+
+def _text_bytes(message: str) -> bytes:
+    """A message as bytes; one quoting a client's bytes that are not UTF-8 gets them back as sent.
+
+    Query values are decoded with surrogate escapes (eprd.catalog.query), so an error
+    about ``kibana.version=%ff`` carries the byte 0xff, as the reference's does.
+    """
+    try:
+        return message.encode()
+    except UnicodeEncodeError:
+        try:
+            return message.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            return message.encode("utf-8", "replace")
 
 
 def json_response(request: web.Request, body: Body, seconds: float) -> web.Response:
@@ -189,9 +205,16 @@ async def static_file(
         return text_error(404, "resource not found", cache)
     try:
         body = await registry.run_blocking(files.read, path)
-    except OSError:
-        log.exception("cannot read package file", extra={"file.path": f"{files.location}:{path}"})
-        return text_error(500, "internal server error", cache)
+    except Exception as err:
+        # Whatever a damaged entry raises (BadZipFile for a bad CRC, zlib.error, NotImplementedError
+        # for an unknown method, RuntimeError for encryption, EOFError, OSError): the file cannot
+        # be served, the package and the server stay up. Not cached: a fixed package may replace it.
+        log.error(
+            "cannot read package file",
+            exc_info=err,
+            extra={"file.path": f"{files.location}:{path}", "error.type": type(err).__name__},
+        )
+        return text_error(404, "resource not found")
     registry.storage_request("statics")  # metrics: counted once a file is served
     return httpfiles.bytes_response(
         request,
@@ -207,8 +230,11 @@ def _disk_content_type(path: str) -> str:
     known = httpfiles.content_type_by_name(path)
     if known is not None:
         return known
-    with open(path, "rb") as fh:
-        return httpfiles.sniff(fh.read(512))
+    try:
+        with open(path, "rb") as fh:
+            return httpfiles.sniff(fh.read(512))
+    except OSError:  # gone since it was resolved: DiskFileResponse answers 404 when it opens it
+        return httpfiles.sniff(b"")
 
 
 async def artifact(
@@ -234,10 +260,17 @@ async def _archive(
     cache = cache_headers(registry.config.cache_time.catch_all)
     try:
         path = await registry.archives.get(item.package, fmt)
-    except OSError:
-        log.exception("cannot build archive", extra={"file.path": item.package.location})
-        return text_error(500, "internal server error", cache)
-    return httpfiles.DiskFileResponse(path, _headers(cache), ctype)
+    except Exception as err:
+        # A package whose files cannot all be read (a damaged zip entry, a file removed or renamed
+        # since loading): no archive to send. Logged with its traceback; not cached, as the
+        # package may be fixed.
+        log.error(
+            "cannot build archive",
+            exc_info=err,
+            extra={"file.path": item.package.location, "error.type": type(err).__name__},
+        )
+        return text_error(404, "artifact not found")
+    return httpfiles.DiskFileResponse(path, _headers(cache), ctype, missing="artifact not found")
 
 
 async def signature(
@@ -252,7 +285,9 @@ async def signature(
     sig = item.package.signature
     if sig is None or not os.path.isfile(sig):
         return text_error(500, "internal server error", cache)
-    return httpfiles.DiskFileResponse(sig, _headers(cache), httpfiles.content_type(sig))
+    return httpfiles.DiskFileResponse(
+        sig, _headers(cache), httpfiles.content_type(sig), missing="signature file not found"
+    )
 
 
 # --- routing --------------------------------------------------------------------------------
@@ -318,7 +353,7 @@ def clean_path(path: str) -> str:
 
 def escape_path(path: str) -> str:
     """Go's URL path escaping (everything but unreserved characters and ``$&+,/:;=@``)."""
-    return quote(path, safe="$&+,/:;=@")
+    return quote(path, safe="$&+,/:;=@", errors="surrogateescape")
 
 
 def _raw_query(request: web.Request) -> str:
@@ -348,6 +383,7 @@ def match(path: str) -> tuple[Route, tuple[str, ...]] | None:
 
 def make_dispatcher(registry: Registry) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """The single aiohttp handler behind every path."""
+    accesslog.quiet_client_errors()  # a malformed request is the client's error, not a traceback
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
@@ -368,13 +404,35 @@ def make_dispatcher(registry: Registry) -> Callable[[web.Request], Awaitable[web
                     target = path + "/" if route.trailing_slash else path[:-1]
                     response = _redirect(_with_query(escape_path(target), request), request.method)
                 else:
-                    response = await route.handler(registry, request, registry.snapshot, args)
+                    response = await _handle(route, registry, request, args)
                 if CORS[0] not in response.headers:
                     response.headers[CORS[0]] = CORS[1]
         registry.observe(request, route, response, started)
         return response
 
     return dispatch
+
+
+async def _handle(
+    route: Route, registry: Registry, request: web.Request, args: tuple[str, ...]
+) -> web.StreamResponse:
+    """The route's handler; a bug in it is logged and answered as the reference answers one.
+
+    The handlers themselves turn every failure a request or a package can cause into a 4xx;
+    this is the net below them, so an unforeseen exception still leaves one log line with
+    its traceback and the connection usable, instead of aiohttp's own 500 page.
+    """
+    try:
+        return await route.handler(registry, request, registry.snapshot, args)
+    except web.HTTPException:
+        raise
+    except Exception as err:
+        log.error(
+            "request failed",
+            exc_info=err,
+            extra={"url.path": accesslog.safe_text(request.path), "error.type": type(err).__name__},
+        )
+        return text_error(500, "internal server error", ())
 
 
 def _redirect(location: str, method: str) -> web.Response:

@@ -4,6 +4,12 @@ This is on the hot path of every request, so it bypasses the logging module's
 formatters: the ECS document is built as a dict and encoded with orjson, and
 the lines of one event-loop iteration are written to stderr with one
 ``os.write`` (whole lines, so they never interleave with other log lines).
+
+Every field a client chooses (path, query, Host, Referer, User-Agent) may hold
+bytes that are not UTF-8 (aiohttp hands them over as surrogate escapes, which
+orjson refuses): such a line is encoded a second time with the invalid
+sequences replaced by U+FFFD, as the reference's zap encoder writes them. The
+common line pays nothing for this: the retry only runs when orjson fails.
 """
 
 from __future__ import annotations
@@ -11,13 +17,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import logging
 import os
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 
 ECS_VERSION = "1.6.0"
 
@@ -56,8 +65,12 @@ class AccessLog:
             )
             if trace:
                 line += f" trace.id={trace['trace']['id']} transaction.id={trace['transaction']['id']}"
-            line += "\n"
-            self._emit(line.encode())
+            # A decoded path may hold line breaks (%0A): escaped, so one request is one line.
+            line = _CONTROL.sub(_escape_control, line) + "\n"
+            try:
+                self._emit(line.encode())
+            except UnicodeEncodeError:
+                self._emit(safe_text(line).encode())
             return
         host = request.host or ""
         domain, sep, port = host.rpartition(":")
@@ -89,8 +102,9 @@ class AccessLog:
             **self.extra,
             **trace,
         }
-        if port.isdigit() and int(port):
-            url["port"] = int(port)
+        port_number = _go_atoi(port) if port else None
+        if port_number:
+            url["port"] = port_number
         query = request.raw_path.partition("?")[2]  # raw, as the reference's url.query
         if query:
             url["query"] = query
@@ -101,7 +115,51 @@ class AccessLog:
         agent = headers.get("User-Agent")
         if agent:
             doc["user_agent"] = {"original": agent}
-        self._emit(orjson.dumps(doc) + b"\n")
+        try:
+            encoded = orjson.dumps(doc)
+        except TypeError:  # str with surrogates: client bytes that are not UTF-8
+            encoded = orjson.dumps(_safe_doc(doc))
+        self._emit(encoded + b"\n")
+
+
+def safe_text(text: str) -> str:
+    """``text`` with every byte sequence that is not UTF-8 replaced by U+FFFD."""
+    try:
+        # Surrogate escapes stand for the client's bytes: back to them, then decoded leniently.
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # other lone surrogates
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def _safe_doc(value: Any) -> Any:
+    if isinstance(value, str):
+        return safe_text(value)
+    if isinstance(value, dict):
+        return {safe_text(key): _safe_doc(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_safe_doc(item) for item in value]
+    return value
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _escape_control(found: re.Match[str]) -> str:
+    return f"\\x{ord(found.group()):02x}"
+
+
+_GO_INT = re.compile(r"[+-]?[0-9]+")
+
+
+def _go_atoi(text: str) -> int | None:
+    """strconv.Atoi on a 64-bit platform: ASCII digits with an optional sign, int64 range, else None."""
+    if not _GO_INT.fullmatch(text):
+        return None  # int() would take "²", "٣", "1_0" and " 1"
+    digits = text.lstrip("+-").lstrip("0") or "0"
+    if len(digits) > 19:
+        return None
+    value = -int(digits) if text[0] == "-" else int(digits)
+    return value if -(1 << 63) <= value < (1 << 63) else None
 
 
 def _nested(fields: dict[str, Any]) -> dict[str, Any]:
@@ -123,3 +181,43 @@ def _is_ip(address: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+class ClientErrorFilter(logging.Filter):
+    """Turns aiohttp's "Error handling request" for a malformed request into a debug line.
+
+    A request line or header that is not HTTP (bytes that are not ASCII in the target,
+    a line over 8 KiB, a bad chunk size) is the client's error: aiohttp answers it 400
+    and closes the connection, as Go's server does without a word, but logs it with a
+    traceback at ERROR, which would let any client fill the error log. Errors of the
+    server itself (a handler raising) still pass through untouched.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or not _is_client_error(exc):
+            return True
+        if _client_log.isEnabledFor(logging.DEBUG):
+            reason = safe_text(str(getattr(exc, "message", exc))).strip().splitlines()
+            _client_log.debug(
+                "malformed request refused",
+                extra={"error.type": type(exc).__name__, "error.message": reason[0] if reason else ""},
+            )
+        return False
+
+
+_client_log = logging.getLogger("eprd.access")
+
+
+def _is_client_error(exc: BaseException) -> bool:
+    return isinstance(exc, BadHttpMessage)
+
+
+_FILTER = ClientErrorFilter()
+
+
+def quiet_client_errors(logger_name: str = "aiohttp.server") -> None:
+    """Install :class:`ClientErrorFilter` on aiohttp's server logger (once; calling again is a no-op)."""
+    logger = logging.getLogger(logger_name)
+    if _FILTER not in logger.filters:
+        logger.addFilter(_FILTER)
