@@ -117,7 +117,8 @@ def make_app(registry: Registry) -> web.Application:
     handler = make_dispatcher(registry)
     if registry.access_log is not None or registry.metrics is not None:
         handler = _sending(registry, handler)
-    app.router.add_route("*", "/{tail:.*}", handler)
+    # [\s\S], not ".": a decoded path may hold a line break (%0A), and must reach the dispatcher too.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", handler)
     if registry.apm is not None:
         registry.apm.install(app)  # the agent's tracing middleware
     return app
