@@ -117,3 +117,66 @@ async def send(base: str, raw: bytes, head: bool | None = None) -> RawReply:
         return await conn.exchange(raw, head)
     finally:
         await conn.close()
+
+
+class SyncConnection:
+    """The blocking twin of :class:`RawConnection`, for tests driven by hypothesis."""
+
+    def __init__(self, base: str, timeout: float = 60) -> None:
+        import socket
+
+        parts = urlsplit(base)
+        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
+        self.file = self.sock.makefile("rb")
+
+    def exchange(self, raw: bytes, head: bool | None = None) -> RawReply:
+        if head is None:
+            head = raw.startswith(b"HEAD ")
+        self.sock.sendall(raw)
+        block = b""
+        while not block.endswith(b"\r\n\r\n"):
+            line = self.file.readline(65536)
+            if not line:
+                raise ConnectionError(f"connection closed before a reply ({block[:200]!r})")
+            block += line
+            if block == b"\r\n":  # tolerate a stray empty line before the status line
+                block = b""
+        lines = block[:-4].split(b"\r\n")
+        status = int(lines[0].split(b" ")[1])
+        headers = []
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            headers.append((name.decode("latin-1"), value.strip().decode("latin-1")))
+        reply = RawReply(status, headers, b"", head=block)
+        length = reply.header("Content-Length")
+        if head or status in (204, 304) or 100 <= status < 200:
+            body = b""
+        elif (reply.header("Transfer-Encoding") or "").lower() == "chunked":
+            body = b""
+            while True:
+                size = int(self.file.readline(1024).split(b";")[0], 16)
+                if size == 0:
+                    self.file.readline(1024)
+                    break
+                body += self._exactly(size)
+                self._exactly(2)
+        elif length is not None:
+            body = self._exactly(int(length))
+        else:
+            body = self.file.read()
+            reply.closed = True
+        reply.body = body
+        if (reply.header("Connection") or "").lower() == "close" or lines[0].startswith(b"HTTP/1.0"):
+            reply.closed = True
+        return reply
+
+    def _exactly(self, size: int) -> bytes:
+        data = self.file.read(size)
+        if len(data) != size:
+            raise ConnectionError(f"body cut off after {len(data)} of {size} bytes")
+        return data
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.file.close()
+            self.sock.close()
