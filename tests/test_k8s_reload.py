@@ -161,24 +161,32 @@ async def test_configmap_updates_add_change_and_remove_versions(eprd_process, tm
     assert code == 0, err
 
 
-@pytest.mark.parametrize("poll", [False, True], ids=["inotify", "poll"])
-async def test_git_sync_link_swap_between_worktrees(eprd_process, tmp_path: Path, poll: bool):
-    root = tmp_path / "git"
-    worktrees = root / ".worktrees"
+class GitSync:
+    """git-sync's layout: worktrees under ``.worktrees/<hash>``, published by a link re-pointed atomically."""
 
-    def checkout(sha: str, packages: dict[str, str]) -> Path:
-        tree = worktrees / sha
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.worktrees = root / ".worktrees"
+
+    def checkout(self, sha: str, packages: dict[str, str]) -> Path:
+        tree = self.worktrees / sha
         for spec, title in packages.items():
             name, version = spec.split("@")
             pf.write_dir(tree / "packages", name, version, manifest={"title": title})
         return tree
 
-    def swap(sha: str) -> None:
-        # git-sync: a new symlink at a temporary name, renamed over the published link.
-        tmp = root / "tmp-link"
+    def swap(self, sha: str) -> None:
+        # A new symlink at a temporary name, renamed over the published link.
+        tmp = self.root / "tmp-link"
         os.symlink(f".worktrees/{sha}", tmp)
-        os.rename(tmp, root / "current")
+        os.rename(tmp, self.root / "current")
 
+
+@pytest.mark.parametrize("poll", [False, True], ids=["inotify", "poll"])
+async def test_git_sync_link_swap_between_worktrees(eprd_process, tmp_path: Path, poll: bool):
+    root = tmp_path / "git"
+    sync = GitSync(root)
+    checkout, swap, worktrees = sync.checkout, sync.swap, sync.worktrees
     first = {"alpha@1.0.0": "Alpha one", "delta@1.0.0": "Delta one"}
     checkout("aaaa", first)
     swap("aaaa")
@@ -216,3 +224,16 @@ async def test_an_unchanged_version_is_not_reported_changed_by_a_swap(eprd_proce
     # alpha was read again from the new folder, and reported as moved, not changed.
     assert sum(s["added"] for s in swaps) == 1 and sum(s["changed"] for s in swaps) == 0, swaps
     assert sum(s["moved"] for s in swaps) >= 1, swaps
+
+
+async def test_a_package_path_that_appears_after_start_is_loaded(eprd_process, tmp_path: Path):
+    # git-sync's first clone may finish after eprd started: the link does not exist yet.
+    sync = GitSync(tmp_path / "git")
+    process = start(eprd_process, tmp_path, sync.root / "current" / "packages", False)
+    sync.checkout("aaaa", {"alpha@1.0.0": "Alpha one"})
+    sync.swap("aaaa")
+    await until(
+        lambda body: versions(body) == {"alpha@1.0.0": "Alpha one"}, "first clone", process.base, "/search"
+    )
+    code, _, err = process.stop()
+    assert code == 0, err

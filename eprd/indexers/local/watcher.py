@@ -104,8 +104,7 @@ class Watcher:
             return
         paths = list(self.collection.paths)
         if not any(os.path.isdir(p) for p in paths):
-            log.warning("no existing package path to watch; live reload is off")
-            return
+            log.warning("no package path exists yet; packages are loaded when one appears")
         if not self.poll:
             self._check_watch_limit()
         loop = asyncio.get_running_loop()

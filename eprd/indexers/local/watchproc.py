@@ -10,7 +10,8 @@ git-sync re-points its link at a new worktree. inotify watches what a link
 pointed at when the watch was set up, so such a swap is invisible to it. The
 watch therefore re-resolves the package paths every :data:`RESOLVE_MS`; when one
 resolves somewhere else it reports :data:`RELINKED` (the parent then compares
-everything) and sets the watches up again on the new targets.
+everything) and sets the watches up again on the new targets. A package path that
+does not exist yet (a git-sync clone still running) is picked up when it appears.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ RELINKED = ("relinked", "")
 RESOLVE_MS = 250  # how often the links along the package paths are re-resolved
 
 
-def resolved(paths: Sequence[str]) -> tuple[str, ...]:
-    """Where each path points now, every symlink along it followed."""
-    return tuple(os.path.realpath(path) for path in paths)
+def resolved(paths: Sequence[str]) -> tuple[tuple[str, bool], ...]:
+    """Where each path points now, every symlink along it followed, and whether that is a folder."""
+    return tuple((os.path.realpath(path), os.path.isdir(path)) for path in paths)
 
 
 def watch(paths: list[str], step_ms: int, debounce_ms: int, poll: bool, conn: Connection) -> None:
