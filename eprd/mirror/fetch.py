@@ -30,6 +30,9 @@ SIG_LIMIT = 1 << 20  # a detached armored signature is a few hundred bytes
 BODY_ATTEMPTS = 3  # reads of one body, each resuming where the last one was cut
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 CHUNK = 1 << 16
+# Files are asked for as they are: their bytes are what is verified, and Content-Length and
+# Range count those bytes, not a compressed transfer of them.
+IDENTITY = {"Accept-Encoding": "identity"}
 
 
 @dataclass(slots=True)
@@ -153,7 +156,7 @@ class Mirror:
 
     async def _signature(self, version: Version) -> bytes:
         assert version.signature is not None
-        async with self.client.stream(version.signature, component="mirror") as resp:
+        async with self.client.stream(version.signature, headers=IDENTITY, component="mirror") as resp:
             if resp.status != 200:
                 raise Refused(f"missing signature: {version.signature} answered {resp.status}")
             if resp.content_length is not None and resp.content_length > SIG_LIMIT:
@@ -175,7 +178,7 @@ class Mirror:
         reason = "no answer"
         for _ in range(BODY_ATTEMPTS):
             offset = partial.stat().st_size if partial.exists() else 0
-            headers = {"Range": f"bytes={offset}-"} if offset else None
+            headers = {**IDENTITY, "Range": f"bytes={offset}-"} if offset else IDENTITY
             async with self.client.stream(url, headers=headers, component="mirror") as resp:
                 total, mode = self._plan(resp, offset)
                 if mode is None:

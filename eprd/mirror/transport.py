@@ -43,7 +43,6 @@ class _Client:
                 connector=aiohttp.TCPConnector(limit=self.limit),
                 timeout=aiohttp.ClientTimeout(total=None, connect=self.timeout, sock_read=self.timeout),
                 headers={"User-Agent": USER_AGENT},
-                auto_decompress=False,
             )
         return self._session
 
