@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from eprd import __version__
 from eprd.cli.flags import BOOL_VALUES, FlagError, HelpRequested
 from eprd.config import ConfigError, parse_duration
-from eprd.mirror import fetch, transport
+from eprd.mirror import fetch
 from eprd.mirror.select import Filters, SelectionError, select
 from eprd.mirror.verify import KeyRing
 from eprd.model.versions import VersionError, parse_loose
+from eprd.upstream.client import Upstream, UpstreamError
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,12 +251,17 @@ async def run(values: dict[str, Any], keyring: KeyRing | None, out: TextIO, err:
     """Select, download, prune and summarise; the exit status."""
     base = values["from"].rstrip("/")
     dest = Path(values["to"])
-    client = transport.make_client(values["timeout"], values["attempts"], limit=max(values["parallel"], 4))
+    client = Upstream(
+        timeout=values["timeout"],
+        attempts=values["attempts"],
+        limit=max(values["parallel"], 4),
+        user_agent=f"eprd-mirror/{__version__}",
+    )
     started = time.monotonic()
     try:
         try:
             selection = await select(base, filters_of(values), lambda url: _json(client, url))
-        except (SelectionError, transport.UpstreamError) as error:
+        except (SelectionError, UpstreamError) as error:
             print(f"eprd mirror: cannot select from {base}: {error}", file=err)
             return 1
         print(f"selected {len(selection)} versions from {base}", file=out)
@@ -291,8 +298,9 @@ async def run(values: dict[str, Any], keyring: KeyRing | None, out: TextIO, err:
     return 1 if refused else 0
 
 
-async def _json(client: Any, url: str) -> Any:
-    value, _headers = await client.get_json(url, component="mirror")
+async def _json(client: Upstream, url: str) -> Any:
+    # identity: the shared client hands bodies over as they come, and gunzips none of them.
+    value, _headers = await client.get_json(url, component="mirror", headers=fetch.IDENTITY)
     return value
 
 

@@ -22,8 +22,8 @@ from typing import Any, Protocol
 import aiohttp
 
 from eprd.mirror.select import Version
-from eprd.mirror.transport import UpstreamError
 from eprd.mirror.verify import KeyRing, Refused, check_zip
+from eprd.upstream.client import UpstreamError
 
 ADDED, KEPT, REFUSED = "added", "kept", "refused"
 SIG_LIMIT = 1 << 20  # a detached armored signature is a few hundred bytes
