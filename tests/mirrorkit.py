@@ -203,6 +203,8 @@ class FaultyUpstream:
         range_header = request.headers.get("Range", "")
         if range_header.startswith("bytes=") and served.fault != "no-range":
             start = int(range_header[len("bytes=") :].split("-")[0])
+            if start >= len(data):
+                return web.Response(status=416, headers={"Content-Range": f"bytes */{len(data)}"})
         resp = web.StreamResponse(status=206 if start else 200)
         resp.content_type = "application/zip"
         body = data[start:]
