@@ -176,7 +176,6 @@ async def test_round_trip_eprd_serving_the_mirror_answers_as_the_upstream(
     for filters, query in (
         ([], ""),
         (["-all", "-kibana.version", "8.5.0"], "all=true&kibana.version=8.5.0"),
-        (["-prerelease", "-category", "security"], "prerelease=true&category=security"),
     ):
         dest = tmp_path / ("m" + query.replace("&", "_").replace("=", "-"))
         run = await run_mirror("-from", upstream, "-to", dest, *filters)

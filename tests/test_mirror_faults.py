@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import sys
 import threading
 import time
 import urllib.request
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests import pkgfactory as pf
-from tests.conftest import EprdProcess, write_config
+from tests.conftest import ROOT, EprdProcess, write_config
 from tests.mirrorkit import FaultyUpstream, Signer, run_mirror, visible
 
 
@@ -235,3 +236,30 @@ async def test_a_watcher_on_dir_never_sees_a_partial_file(
     assert poller.sizes == {name: {size} for name, size in sizes.items()}  # only ever seen whole
     assert poller.zip_without_sig == []  # the signature is always in place first
     assert "invalid package version" not in log and "invalid zip" not in log
+
+
+async def test_a_killed_run_is_resumed_where_it_stopped(faulty: FaultyUpstream, tmp_path: Path) -> None:
+    faulty.chunk_delay = 0.01
+    data = package_zip("killed", "1.0.0", blob=400 * 1024)
+    faulty.add("killed", "1.0.0", data, fault="slow")
+    dest = tmp_path / "mirror"
+    partial = dest / ".killed-1.0.0.zip.partial"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EPR_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "eprd", "mirror", "-from", faulty.base, "-to", str(dest),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=ROOT, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (partial.exists() and partial.stat().st_size > 64 * 1024):
+        await asyncio.sleep(0.02)
+    proc.kill()  # no clean-up code runs: what a power cut or an OOM kill leaves
+    await proc.wait()
+    kept = partial.stat().st_size
+    assert 0 < kept < len(data)
+    assert visible(dest) == []
+    faulty.requests.clear()
+    faulty.chunk_delay = 0.0
+    run = await run_mirror("-from", faulty.base, "-to", dest)
+    assert run.rc == 0, run.out + run.err
+    assert faulty.requested(".zip") == [("/epr/killed/killed-1.0.0.zip", f"bytes={kept}-")]
+    assert (dest / "killed-1.0.0.zip").read_bytes() == data
