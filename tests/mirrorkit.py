@@ -186,7 +186,8 @@ class FaultyUpstream:
         ``long-length`` (announces more than it sends), ``short-length`` (announces less),
         ``corrupt`` (bytes flipped in the middle), ``missing`` (404), ``error`` (500),
         ``cut-once`` (the first answer is cut at half, later ones honour Range), ``no-range``
-        (Range ignored), ``slow`` (4 KiB chunks with ``chunk_delay`` between them)."""
+        (Range ignored), ``slow`` (4 KiB chunks with ``chunk_delay`` between them), ``trickle``
+        (16-byte chunks: a body that arrives in many reads)."""
         name = request.match_info["file"]
         served = self.files.get(name)
         self.requests.append((request.path, request.headers.get("Range")))
@@ -224,10 +225,11 @@ class FaultyUpstream:
             assert request.transport is not None
             request.transport.close()  # the connection dies half-way through the body
             return resp
-        if served.fault == "slow":
-            for pos in range(0, len(body), 4096):
-                await resp.write(body[pos : pos + 4096])
-                await asyncio.sleep(self.chunk_delay)
+        if served.fault in ("slow", "trickle"):
+            step = 4096 if served.fault == "slow" else 16
+            for pos in range(0, len(body), step):
+                await resp.write(body[pos : pos + step])
+                await asyncio.sleep(self.chunk_delay if served.fault == "slow" else 0.002)
         else:
             await resp.write(body)
         if served.fault == "long-length":

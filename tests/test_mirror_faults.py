@@ -96,10 +96,17 @@ async def test_signed_zips_from_the_faulty_upstream_verify(
 ) -> None:
     data = package_zip("sig", "1.0.0")
     faulty.add("sig", "1.0.0", data, signer.sign(data))
+    other = package_zip("trickled", "1.0.0", blob=1024)
+    faulty.add("trickled", "1.0.0", other, signer.sign(other), fault="trickle", sig_fault="trickle")
     dest = tmp_path / "mirror"
     run = await run_mirror("-from", faulty.base, "-to", dest, "-verify-key", signer.write_key(tmp_path / "k"))
     assert run.rc == 0, run.out + run.err
-    assert visible(dest) == ["sig-1.0.0.zip", "sig-1.0.0.zip.sig"]
+    assert visible(dest) == [
+        "sig-1.0.0.zip",
+        "sig-1.0.0.zip.sig",
+        "trickled-1.0.0.zip",
+        "trickled-1.0.0.zip.sig",
+    ]
 
 
 async def test_a_cut_download_resumes_with_range(faulty: FaultyUpstream, tmp_path: Path) -> None:

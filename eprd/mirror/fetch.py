@@ -101,6 +101,8 @@ class Mirror:
                 outcome = Outcome(version, REFUSED, str(err))
             except (TimeoutError, UpstreamError, aiohttp.ClientError, OSError) as err:
                 outcome = Outcome(version, REFUSED, f"download failed: {err or type(err).__name__}")
+            except Exception as err:  # one odd version must not stop the others
+                outcome = Outcome(version, REFUSED, f"failed: {type(err).__name__}: {err}")
         self.progress.finished(outcome)
         return outcome
 
@@ -161,16 +163,17 @@ class Mirror:
                 raise Refused(f"missing signature: {version.signature} answered {resp.status}")
             if resp.content_length is not None and resp.content_length > SIG_LIMIT:
                 raise Refused(f"bad signature: {resp.content_length} bytes is not a signature")
+            body = bytearray()
             try:
-                body = await resp.content.read(SIG_LIMIT + 1)
-                rest = await resp.content.read()
-            except aiohttp.ClientPayloadError as err:
-                raise Refused(f"truncated signature: {err}") from None
-        if rest or len(body) > SIG_LIMIT:
-            raise Refused("bad signature: longer than any signature")
+                async for chunk in resp.content.iter_chunked(CHUNK):
+                    body += chunk
+                    if len(body) > SIG_LIMIT:
+                        raise Refused("bad signature: longer than any signature")
+            except (aiohttp.ClientError, TimeoutError) as err:
+                raise Refused(f"truncated signature: {err or type(err).__name__}") from None
         if resp.content_length is not None and len(body) != resp.content_length:
             raise Refused(f"truncated signature: {len(body)} of {resp.content_length} bytes")
-        return body
+        return bytes(body)
 
     async def _body(self, url: str, partial: Path) -> int:
         """Fetch ``url`` into ``partial`` until it is whole; the bytes received. Raises Refused."""
