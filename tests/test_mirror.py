@@ -168,6 +168,11 @@ async def test_prune_removes_only_versions_no_longer_selected(upstream: str, tmp
     assert not (dest / ".other-0.1.0.zip.partial").exists()
     assert run.summary().startswith("mirror: 0 added, 1 kept, 0 refused, 6 pruned, 0 bytes")
     assert "pruned acme-1.0.0" in run.out
+    # a selection that is empty (a misspelt -package) does not empty the mirror
+    run = await run_mirror("-from", upstream, "-to", dest, "-package", "gadgett", "-prune")
+    assert run.rc == 0
+    assert "nothing selected, so -prune removes nothing" in run.err
+    assert visible(dest) == ["README.txt", "gadget-3.2.0.zip", "gadget-3.2.0.zip.sig", "notes"]
 
 
 async def test_round_trip_eprd_serving_the_mirror_answers_as_the_upstream(

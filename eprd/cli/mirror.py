@@ -265,6 +265,10 @@ async def run(values: dict[str, Any], keyring: KeyRing | None, out: TextIO, err:
             print(f"eprd mirror: cannot select from {base}: {error}", file=err)
             return 1
         print(f"selected {len(selection)} versions from {base}", file=out)
+        if not selection and values["prune"]:
+            # A misspelt -package would otherwise empty the whole mirror.
+            print("eprd mirror: nothing selected, so -prune removes nothing", file=err)
+            values = {**values, "prune": False}
         for version in selection:
             print(f"  {version.key}" + ("" if version.signature else " (unsigned)"), file=out)
         if values["dry-run"]:
