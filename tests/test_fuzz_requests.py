@@ -389,7 +389,12 @@ def test_fuzzed_requests_never_fail_the_server(server):
     # One JSON document per line, whatever the clients sent. (Lines end at "\n" only: orjson
     # writes U+2028 and U+0085 as they are, and str.splitlines would split at them.)
     lines = [line for line in log.split("\n") if line]
-    errors = [line for line in lines if '"log.level":"error"' in line or '"critical"' in line]
+    # The one error a request may cause: the reference's 500 for a signature that does not exist.
+    errors = [
+        line
+        for line in lines
+        if ('"log.level":"error"' in line or '"critical"' in line) and "no signature file for" not in line
+    ]
     assert not errors, errors[:5]
     for line in lines:
         try:
