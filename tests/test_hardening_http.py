@@ -22,6 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from eprd.http import httpfiles
+from eprd.indexers.local.indexer import LocalIndexer
 from eprd.ops.accesslog import AccessLog
 from tests import pkgfactory
 from tests.conftest import TESTDATA, write_config
@@ -556,3 +557,36 @@ async def test_disk_file_gone_before_sending_is_a_404(tmp_path, caplog):
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
         "cannot open file to send"
     ]
+
+
+# --- the net below the handlers ---------------------------------------------------------------------
+
+
+class ExplodingIndexer(LocalIndexer):
+    """A local indexer with a bug in serving files: what the dispatcher's net is for."""
+
+    async def static(self, package, path):
+        raise RuntimeError("a bug in an indexer")
+
+
+async def test_a_handler_bug_is_a_logged_500_on_a_kept_connection(make_registry, serve, caplog):
+    registry = make_registry()
+    registry.indexers = {
+        name: ExplodingIndexer(indexer.collection, indexer.kind, indexer.archives)
+        for name, indexer in registry.indexers.items()
+    }
+    _, base = await serve(registry=registry)
+    conn = await RawConnection.open(base)
+    try:
+        reply = await conn.exchange(get(DIR_FILE))
+        assert_text(reply, 500, "internal server error")
+        assert reply.all("Cache-Control") == []
+        assert reply.header("Access-Control-Allow-Origin") == "*"
+        assert not reply.closed
+        assert (await conn.exchange(get("/search"))).status == 200
+    finally:
+        await conn.close()
+    failed = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in failed] == ["request failed"]
+    assert failed[0].exc_info and failed[0].name == "eprd.access"
+    assert not [r for r in caplog.records if "Error handling" in r.getMessage()]
