@@ -15,6 +15,7 @@ spaces, and refuses more than 4,300 digits with a ValueError.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from enum import Enum
 
 # textproto.TrimString: ASCII white space only (str.strip() would also eat U+0085, U+00A0, ...).
@@ -168,14 +169,14 @@ class Outcome(Enum):
 
 
 def check_preconditions(
-    method: str, headers: object, mtime: int | None, etag: str | None
+    method: str, headers: Mapping[str, str], mtime: int | None, etag: str | None
 ) -> tuple[Outcome, str]:
     """Go's checkPreconditions: the outcome and the Range header still to honour ("" for none).
 
     ``headers`` is the request's header mapping (``.get``); ``mtime`` the resource's
     modification time in whole seconds, None when unknown (Go's zero time).
     """
-    get = headers.get  # type: ignore[attr-defined]
+    get = headers.get
     get_or_head = method in ("GET", "HEAD")
     if_match = get("If-Match") or ""
     if if_match:
