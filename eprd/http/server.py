@@ -24,6 +24,7 @@ from eprd.ops.accesslog import AccessLog
 
 if TYPE_CHECKING:
     from eprd.indexers.local.watcher import Watcher
+    from eprd.indexers.proxy.proxy import ProxyMode
     from eprd.ops.apm import Apm
     from eprd.ops.metrics import Metrics
 
@@ -62,6 +63,8 @@ class Registry:
         self.access_log: AccessLog | None = None
         self.metrics: Metrics | None = None  # -metrics-address (eprd.metrics); set before make_app
         self.apm: Apm | None = None  # ELASTIC_APM_SERVER_URL (eprd.apm)
+        # PROXY HOOK (issue 13): -feature-proxy-mode's upstream, asked by the handlers; None when off.
+        self.fallback: ProxyMode | None = None
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="eprd-io")
         # id(request) -> (route, started, trace) from observe() to the make_app wrapper, which
         # reports requests once their responses are sent; None: reported from observe().
