@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +94,8 @@ def start_upstream(folder: Path) -> Process:
     ).wait_healthy()
 
 
-@pytest.fixture(scope="module")
 def upstream_eprd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    """A module fixture (``pytest.fixture(scope="module")(upstream_eprd)`` in a test file)."""
     process = start_upstream(tmp_path_factory.mktemp("upstream"))
     yield process
     process.stop()
@@ -128,9 +128,8 @@ def proxy_registry(
     return registry, client, cache
 
 
-@pytest.fixture
-async def proxies() -> Iterator[Callable[..., tuple[Registry, Upstream, UpstreamCache]]]:
-    """``proxy_registry`` whose upstream clients are closed after the test."""
+async def proxies() -> AsyncIterator[Callable[..., tuple[Registry, Upstream, UpstreamCache]]]:
+    """A fixture: ``proxy_registry`` whose upstream clients are closed after the test."""
     made: list[Upstream] = []
 
     def make(*args: Any, **kwargs: Any) -> tuple[Registry, Upstream, UpstreamCache]:

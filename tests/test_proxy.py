@@ -10,15 +10,20 @@ import json
 from pathlib import Path
 
 import aiohttp
+import pytest
 
+from tests import proxyfixtures
 from tests.httpcheck import fetch
-from tests.proxyfixtures import Process, local_packages, upstream_eprd  # noqa: F401 (fixture)
+from tests.proxyfixtures import Process, local_packages
 
-pytest_plugins = ("tests.proxyfixtures",)
+upstream_eprd = pytest.fixture(scope="module")(proxyfixtures.upstream_eprd)
+proxies = pytest.fixture(proxyfixtures.proxies)
 
 
 async def _proxy(tmp_path: Path, serve, proxies, upstream: Process):  # type: ignore[no-untyped-def]
-    registry, client, cache = proxies([local_packages(tmp_path / "local")], upstream.base, tmp_path / "cache")
+    registry, _client, cache = proxies(
+        [local_packages(tmp_path / "local")], upstream.base, tmp_path / "cache"
+    )
     _, base = await serve(registry=registry)
     return base, cache
 
