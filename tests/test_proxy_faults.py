@@ -162,7 +162,7 @@ async def test_fault_without_cache_is_the_reference_500(
     switchable: tuple[Switchable, TestServer],
 ) -> None:
     upstream, server = switchable
-    base, cache = await _proxy(tmp_path, serve, proxies, _url(server), tmp_path / "cache")
+    base, _cache = await _proxy(tmp_path, serve, proxies, _url(server), tmp_path / "cache")
     if fault == "refused":
         await server.close()
     else:
@@ -203,7 +203,7 @@ async def test_restart_with_upstream_down_serves_from_disk(
     good = await fetch(http, first, "/search")
     upstream.mode = "500"
     # A new proxy (a restart): nothing in memory, the same -cache-dir.
-    second, cache = await _proxy(tmp_path / "b", serve, proxies, _url(server), tmp_path / "cache")
+    second, _cache = await _proxy(tmp_path / "b", serve, proxies, _url(server), tmp_path / "cache")
     reply = await fetch(http, second, "/search")
     assert reply.status == 200 and reply.body == good.body
     assert reply.headers["X-Eprd-Stale"] == "true"
@@ -213,7 +213,7 @@ async def test_fresh_answers_make_no_upstream_call(
     tmp_path: Path, serve, proxies, http: aiohttp.ClientSession, switchable: tuple[Switchable, TestServer]
 ) -> None:
     upstream, server = switchable
-    base, cache = await _proxy(tmp_path, serve, proxies, _url(server), tmp_path / "cache", cache_time=300)
+    base, _cache = await _proxy(tmp_path, serve, proxies, _url(server), tmp_path / "cache", cache_time=300)
     first = await fetch(http, base, "/search")
     upstream.mode = "500"
     for _ in range(5):
