@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -16,14 +17,13 @@ import pytest
 
 from eprd.config import CacheTimes, Config
 from eprd.http.server import Registry
-from eprd.indexers.local.archives import ArchiveStore
-from eprd.indexers.local.collection import load_snapshot
+from eprd.indexers.local.collection import Collection
 from eprd.indexers.proxy.cache import UpstreamCache
 from eprd.indexers.proxy.proxy import ProxyMode
 from eprd.model.package import LoadOptions
 from eprd.upstream.client import Upstream
 from tests import pkgfactory as pf
-from tests.conftest import ROOT, TESTDATA, free_port
+from tests.conftest import ROOT, TESTDATA, free_port, local_registry
 
 
 class Process:
@@ -119,9 +119,10 @@ def proxy_registry(
     """A Registry of ``packages`` in proxy mode towards ``proxy_to``, as cli/serve wires it."""
     paths = tuple(str(p) for p in packages)
     config = Config(package_paths=paths, cache_time=CacheTimes())
-    snapshot = load_snapshot(paths, LoadOptions(validate=True, require_signature=False))
-    folder = cache_folder or Path("/nonexistent")
-    registry = Registry(config, snapshot, ArchiveStore(str(folder / "archives")))
+    collection = Collection(paths, LoadOptions(validate=True, require_signature=False))
+    collection.load_all()
+    folder = cache_folder or Path(tempfile.mkdtemp(prefix="eprd-proxy-test-"))
+    registry = local_registry(collection, config, folder / "archives")
     client = upstream or Upstream(timeout=2, attempts=3, deadline=5, backoff=0.05, max_backoff=0.2)
     cache = UpstreamCache(client, str(cache_folder / "proxy") if cache_folder else None, **cache_args)
     registry.fallback = ProxyMode(proxy_to, cache)
