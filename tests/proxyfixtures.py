@@ -17,9 +17,11 @@ import pytest
 
 from eprd.config import CacheTimes, Config
 from eprd.http.server import Registry
+from eprd.indexers.local.archives import ArchiveStore
 from eprd.indexers.local.collection import Collection
 from eprd.indexers.proxy.cache import UpstreamCache
 from eprd.indexers.proxy.proxy import ProxyMode
+from eprd.indexers.proxy.pulled import PulledFiles
 from eprd.model.package import LoadOptions
 from eprd.upstream.client import Upstream
 from tests import pkgfactory as pf
@@ -114,6 +116,7 @@ def proxy_registry(
     proxy_to: str,
     cache_folder: Path | None,
     upstream: Upstream | None = None,
+    pull: bool = False,
     **cache_args: Any,
 ) -> tuple[Registry, Upstream, UpstreamCache]:
     """A Registry of ``packages`` in proxy mode towards ``proxy_to``, as cli/serve wires it."""
@@ -125,7 +128,8 @@ def proxy_registry(
     registry = local_registry(collection, config, folder / "archives")
     client = upstream or Upstream(timeout=2, attempts=3, deadline=5, backoff=0.05, max_backoff=0.2)
     cache = UpstreamCache(client, str(cache_folder / "proxy") if cache_folder else None, **cache_args)
-    registry.fallback = ProxyMode(proxy_to, cache)
+    pulled = PulledFiles(client, ArchiveStore(str(folder / "archives"))) if pull else None
+    registry.fallback = ProxyMode(proxy_to, cache, pulled)
     return registry, client, cache
 
 

@@ -110,7 +110,7 @@ async def _serve_registry(
     registry.watcher = watcher
     ops.attach(registry)  # metrics, APM and diagnostics follow the registry (before make_app)
     if options["feature-proxy-mode"]:  # PROXY HOOK (issue 13): the lead moves this onto the Indexer seam
-        registry.fallback = ops.proxy_mode(options)
+        registry.fallback = ops.proxy_mode(options, archives)
     if logs.LEVELS[options["log-level"]] <= logging.INFO:
         registry.access_log = AccessLog(options["log-type"], extra=logs.service_fields())
     runner = web.AppRunner(
@@ -218,10 +218,11 @@ class _Operations:
         combined.on_rebuild.append(self.metrics.on_rebuild)
         return await self._listen(make_metrics_app(self.metrics), "metrics-address", 5.0)
 
-    def proxy_mode(self, options: flags.Options) -> ProxyMode:
+    def proxy_mode(self, options: flags.Options, archives: ArchiveStore) -> ProxyMode:
         """-feature-proxy-mode: the shared upstream client, the upstream cache, the merge."""
         from eprd.indexers.proxy.cache import UpstreamCache
         from eprd.indexers.proxy.proxy import ProxyMode
+        from eprd.indexers.proxy.pulled import PulledFiles
         from eprd.upstream.client import Upstream
         from eprd.upstream.observe import OpsObserver
 
@@ -238,8 +239,9 @@ class _Operations:
             stale_if_error=options["proxy-stale-if-error"],
             on_stale=self.metrics.proxy_stale if self.metrics is not None else None,
         )
-        log.info("proxy mode", extra={"url.full": options["proxy-to"]})
-        return ProxyMode(options["proxy-to"], cache)
+        pulled = PulledFiles(self.upstream, archives) if options["proxy-cache-artifacts"] else None
+        log.info("proxy mode", extra={"url.full": options["proxy-to"], "pull_through": pulled is not None})
+        return ProxyMode(options["proxy-to"], cache, pulled)
 
     async def close(self) -> None:
         """After the API listener has drained: close the side listeners, flush APM."""

@@ -218,18 +218,19 @@ async def _remote_file(
 ) -> web.StreamResponse:
     """PROXY HOOK (issue 13): a file of a package not found locally, from the upstream (§8).
 
-    The reference's answer: 301 to the upstream URL with public cache headers, the local 404
-    when the upstream has no such package, 500 when it cannot be asked.
+    The reference's answer: 301 to the upstream URL with public cache headers (or, with
+    -proxy-cache-artifacts, the file itself), the local 404 when the upstream has no such
+    package, 500 when it cannot be asked.
     """
     assert registry.fallback is not None
     try:
-        located = await registry.fallback.locate(name, version, kind, path)
+        resource, stale = await registry.fallback.resource(name, version, kind, path)
     except ProxyError:
         return text_error(500, "internal server error")
-    if located.url is None:
+    if resource is None:
         return not_found
-    response = redirect(located.url, request.method, cache_headers(registry.config.cache_time.catch_all))
-    if located.stale:
+    response = resource_response(request, resource, cache_headers(registry.config.cache_time.catch_all))
+    if stale:
         for header in STALE_HEADERS:
             response.headers.add(*header)
     return response

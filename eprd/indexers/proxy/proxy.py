@@ -17,8 +17,10 @@ from urllib.parse import quote, urlsplit
 import orjson
 
 from eprd.catalog.snapshot import Body
+from eprd.indexers.base import Redirect, Resource
 from eprd.indexers.proxy import shapes
 from eprd.indexers.proxy.cache import Answer, Entry, UpstreamCache
+from eprd.indexers.proxy.pulled import PulledFiles
 from eprd.model import gojson
 from eprd.model.categories import CATEGORIES
 from eprd.model.versions import VersionError, parse_loose, sort_key
@@ -59,8 +61,9 @@ def _is_list_of_objects(value: Any) -> bool:
 class ProxyMode:
     """The upstream side of proxy mode (see the module docstring)."""
 
-    def __init__(self, proxy_to: str, cache: UpstreamCache) -> None:
+    def __init__(self, proxy_to: str, cache: UpstreamCache, pulled: PulledFiles | None = None) -> None:
         parts = urlsplit(proxy_to)
+        self.pulled = pulled  # -proxy-cache-artifacts; None: 301 to the upstream
         # Only scheme, user and host of -proxy-to count: a path prefix is ignored, as the reference.
         self.origin = f"{parts.scheme}://{parts.netloc}"
         self.cache = cache
@@ -157,6 +160,22 @@ class ProxyMode:
         else:
             path = f"/epr/package/{name}-{version}.zip.sig"
         return Located(self.origin + quote(path, safe="/$&+,:;=@"), answer.stale)
+
+    async def resource(
+        self, name: str, version: str, kind: str, file: str = ""
+    ) -> tuple[Resource | None, bool]:
+        """What to serve for a remote package's file, and whether it rests on a stale answer.
+
+        None: the upstream has no such package (the handler's own 404). Otherwise a
+        :class:`Redirect` to the upstream (the reference), or with ``-proxy-cache-artifacts``
+        the file pulled through (:class:`DiskFile`, or ``NotFound``/``Failed``).
+        """
+        located = await self.locate(name, version, kind, file)
+        if located.url is None:
+            return None, located.stale
+        if self.pulled is None:
+            return Redirect(located.url), located.stale
+        return await self.pulled.get(located.url, kind, file or located.url), located.stale
 
 
 def _memo(entry: Entry, key: Any, build: Any) -> Body:
