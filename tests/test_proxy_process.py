@@ -116,3 +116,31 @@ def test_restart_with_upstream_down_serves_cached_answers(tmp_path: Path) -> Non
     finally:
         code, err = proxy.stop()
     assert code == 0, err
+
+
+def test_pull_through_and_metrics_of_a_process(tmp_path: Path, upstream_eprd: Process) -> None:
+    from tests.conftest import free_port
+
+    metrics_port = free_port()
+    proxy = _proxy_process(
+        tmp_path / "proxy",
+        upstream_eprd.base,
+        "-proxy-cache-artifacts",
+        "-metrics-address",
+        f"127.0.0.1:{metrics_port}",
+    ).wait_healthy()
+    try:
+        path = "/epr/widget_metrics/widget_metrics-1.0.0.zip"
+        for _ in range(2):
+            status, headers, body = get(proxy.base + path)
+            assert status == 200 and headers["Content-Type"] == "application/zip"
+            assert body == get(upstream_eprd.base + path)[2]
+        assert len(list((tmp_path / "proxy" / "cache" / "archives").glob("remote-*.zip"))) == 1
+        _, _, scraped = get(f"http://127.0.0.1:{metrics_port}/metrics")
+        text = scraped.decode()
+    finally:
+        code, err = proxy.stop()
+    assert code == 0, err
+    assert 'epr_storage_requests_total{component="artifacts",location="remote"} 1.0' in text
+    assert 'eprd_upstream_requests_total{component="package",outcome="ok"} 1.0' in text
+    assert 'eprd_upstream_request_duration_seconds_count{component="artifacts"} 1.0' in text
