@@ -89,6 +89,7 @@ async def _serve_registry(
         ArchiveStore(os.path.join(flags.cache_dir(options), "archives"), options["archive-cache-size"]),
         allow_unknown_query_parameters=options["allow-unknown-query-parameters"],
         favicon=favicon,
+        ui=options["ui"],
     )
     ops.attach(registry)  # metrics, APM and diagnostics follow the registry (before make_app)
     if logs.LEVELS[options["log-level"]] <= logging.INFO:
@@ -122,7 +123,7 @@ async def _serve_registry(
         registry.watcher = Watcher(
             collection,
             lambda: registry.snapshot,
-            lambda new: setattr(registry, "snapshot", new),
+            registry.swap,
             poll=options["package-paths-watcher-poll"],
         )
     if not await ops.start_metrics(registry):  # -metrics-address, after the API listener

@@ -50,6 +50,7 @@ class Registry:
         archives: ArchiveStore,
         allow_unknown_query_parameters: bool = True,
         favicon: bytes | None = None,
+        ui: bool = False,
     ) -> None:
         self.config = config
         self.snapshot = snapshot
@@ -67,6 +68,15 @@ class Registry:
         # reports requests once their responses are sent; None: reported from observe().
         self._sending: dict[int, tuple[Route | None, float, dict[str, Any]]] | None = None
         self.observers: list[Callable[[web.Request, Route | None, web.StreamResponse, float], None]] = []
+        self.ui = ui  # -ui: the catalog page at /ui/ (eprd.http.ui)
+        # Told each new snapshot once it is served (the catalog page's live updates).
+        self.on_swap: list[Callable[[Snapshot], None]] = []
+
+    def swap(self, snapshot: Snapshot) -> None:
+        """Serve ``snapshot`` from now on; requests in flight keep the one they took."""
+        self.snapshot = snapshot
+        for callback in self.on_swap:
+            callback(snapshot)
 
     def is_ready(self) -> bool:
         return not self.shutting_down
@@ -114,7 +124,13 @@ class Registry:
 
 def make_app(registry: Registry) -> web.Application:
     app = web.Application(client_max_size=1024)
-    handler = make_dispatcher(registry)
+    pages = None
+    if registry.ui:
+        from eprd.http.ui import CatalogUI  # only imported (Jinja2, Markdown) when the page is on
+
+        pages = CatalogUI(registry)
+        pages.install(app)
+    handler = make_dispatcher(registry, pages.handle if pages is not None else None)
     if registry.access_log is not None or registry.metrics is not None:
         handler = _sending(registry, handler)
     app.router.add_route("*", "/{tail:.*}", handler)
