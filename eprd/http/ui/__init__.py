@@ -7,6 +7,7 @@ Everything the page loads comes from this registry (a Content-Security-Policy sa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -15,10 +16,12 @@ from urllib.parse import quote
 import jinja2
 from aiohttp import web
 
+from eprd.catalog.snapshot import Indexed
 from eprd.http.ui import live, problems, readme, views
+from eprd.indexers.base import DiskFile, Failed, MemoryFile, NotFound
 
 if TYPE_CHECKING:
-    from eprd.http.server import Registry
+    from eprd.http.registry import Registry
 
 log = logging.getLogger("eprd.ui")
 
@@ -33,6 +36,7 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+README = "docs/README.md"
 _STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
 
 
@@ -123,23 +127,41 @@ class CatalogUI:
             return self._page("missing.html", status=404, what=f"package {name} {version}")
         html = ""
         if page["doc"].get("readme"):
-            try:
-                data = await self.registry.run_blocking(page["files"].read, "docs/README.md")
-                html = readme.render(data.decode("utf-8", "replace"), name, version)
-            except OSError as err:
-                html = ""
-                page["readme_error"] = f"cannot read docs/README.md: {err.strerror or err}"
+            found = await self._readme(page["item"])
+            if isinstance(found, str):
+                html = readme.render(found, name, version)
+            else:
+                page["readme_error"] = found[0]
         refused = [p for p in problems.rejected(snapshot) if p.package.split(" ")[0] == name]
         return self._page(
             "package.html", snapshot=snapshot, page=page, readme=html, refused=refused, section="package"
         )
+
+    async def _readme(self, item: Indexed) -> str | tuple[str]:
+        """The README's Markdown, from the indexer serving the package; or why it is not shown."""
+        indexer = self.registry.indexers.get(item.source)
+        if indexer is None:
+            return ("the package's source is not known",)
+        resource = await indexer.static(item.package, README)
+        try:
+            if isinstance(resource, MemoryFile):
+                return resource.body.decode("utf-8", "replace")
+            if isinstance(resource, DiskFile):
+                data = await asyncio.to_thread(_read, resource.path)
+                return data.decode("utf-8", "replace")
+        except OSError as err:
+            return (f"cannot read {README}: {err.strerror or err}",)
+        if isinstance(resource, NotFound | Failed):
+            return (f"{README} is not available",)
+        # Served from elsewhere (Piped, Redirect): the page fetches nothing from outside the registry.
+        return (f"{README} is served by the upstream registry",)
 
     async def _problems(self, request: web.Request) -> web.Response:
         snapshot = self.registry.snapshot
         warned = self._warned
         if warned is None or warned[0] != snapshot.generation:
             paths = self.registry.config.package_paths
-            found = await self.registry.run_blocking(self.warnings.compute, snapshot, paths)
+            found = await asyncio.to_thread(self.warnings.compute, snapshot, paths)
             warned = self._warned = (snapshot.generation, found)
         return self._page(
             "problems.html",
@@ -155,3 +177,8 @@ class CatalogUI:
             body=self.static[name],
             headers={"Content-Type": ctype, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
         )
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()

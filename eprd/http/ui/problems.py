@@ -75,8 +75,11 @@ class Warnings:
 
 
 def _category_warnings(package: Package) -> Iterable[Problem]:
+    files = getattr(package, "files", None)
+    if files is None:
+        return  # not read from files here (another kind of indexer)
     try:
-        manifest = yamlfile.load_config(package.files.read("manifest.yml"))
+        manifest = yamlfile.load_config(files.read("manifest.yml"))
     except (OSError, ValueError):
         return  # changed since it was loaded: the next snapshot will tell
     if not isinstance(manifest, dict):

@@ -147,5 +147,5 @@ def package_page(snapshot: Snapshot, name: str, version: str) -> dict[str, Any] 
         "signature": doc.get("signature_path", ""),
         "versions": [i.package.version for i in versions],
         "location": item.package.location,
-        "files": item.package.files,
+        "item": item,
     }
