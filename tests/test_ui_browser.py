@@ -233,6 +233,7 @@ def test_a_broken_manifest_appears_under_problems_and_goes_when_repaired(site, p
     appeared = time.monotonic() - started
     assert str(manifest.parent) in problem.inner_text()
     assert problem.locator(".reason").inner_text().strip()  # the reason, in words
+    assert "last good content is still served" in problem.inner_text()  # live reload keeps it
     assert page.locator("#problem-count").inner_text() == "1"
     assert page.evaluate("window.__notReloaded") is True
     assert int(page.locator("body").get_attribute("data-generation")) > start

@@ -81,6 +81,8 @@ class CatalogUI:
         if rest == "":
             return self._catalog(request)
         if rest == "events":
+            if request.method == "HEAD":  # a stream would never end for a request without a body
+                return web.Response(headers={"Content-Type": live.CONTENT_TYPE, "Cache-Control": "no-store"})
             return await self.live.stream(request)
         if rest == "problems":
             return await self._problems(request)

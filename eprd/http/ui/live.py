@@ -12,6 +12,7 @@ from eprd.catalog.snapshot import Snapshot
 
 # A comment line this often keeps proxies from closing an idle stream.
 HEARTBEAT_SECONDS = 15.0
+CONTENT_TYPE = "text/event-stream"
 
 
 class Broadcaster:
@@ -42,7 +43,7 @@ class Broadcaster:
         """One ``text/event-stream`` response: the current generation, then one event per swap."""
         response = web.StreamResponse(
             headers={
-                "Content-Type": "text/event-stream",
+                "Content-Type": CONTENT_TYPE,
                 "Cache-Control": "no-store",
                 "X-Accel-Buffering": "no",  # nginx would otherwise hold the events back
             }

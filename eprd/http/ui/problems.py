@@ -29,13 +29,17 @@ class Problem:
     location: str
     message: str
     kind: str  # "rejected" or "warning"
+    still_served: bool = False  # rejected, but its last good content is still served (live reload)
 
 
 def rejected(snapshot: Snapshot) -> list[Problem]:
     """Every rejected version, latest or not, by path."""
-    out = [
-        Problem(package_of(err.location), err.location, err.reason, "rejected") for err in snapshot.rejected
-    ]
+    out = []
+    for err in snapshot.rejected:
+        label = package_of(err.location)
+        item = snapshot.lookup(*label.split(" ", 1)) if label else None
+        served = item is not None and item.package.location.rstrip("/") == err.location.rstrip("/")
+        out.append(Problem(label, err.location, err.reason, "rejected", served))
     out.sort(key=lambda p: p.location)
     return out
 
