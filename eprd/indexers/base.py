@@ -30,9 +30,12 @@ class Changes:
     changed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
+    # Same content, read from new files (a ConfigMap or git-sync swap): the snapshot must serve the
+    # new files, but nothing a client sees changed.
+    moved: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.added or self.changed or self.removed or self.rejected)
+        return bool(self.added or self.changed or self.removed or self.rejected or self.moved)
 
 
 # Called by an indexer's background task after what it holds changed, with what changed and when

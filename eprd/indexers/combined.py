@@ -91,6 +91,7 @@ class Combined:
                 "packages.changed": len(changes.changed),
                 "packages.removed": len(changes.removed),
                 "packages.rejected": len(changes.rejected),
+                "packages.moved": len(changes.moved),
                 "packages.served": len(snapshot),
                 "event.duration": int(duration * 1e9),
             },

@@ -282,6 +282,11 @@ class Collection:
             if path != root and not path.startswith(root + os.sep):
                 continue
             parts = tuple(p for p in path[len(root) :].split(os.sep) if p)
+            if parts and parts[0].startswith("."):
+                # A hidden entry the scan skips, such as a ConfigMap volume's ..data link or its
+                # ..<timestamp> folders: the links beside it may point elsewhere now.
+                affected.update(self._stale_under(index))
+                continue
             scope = self._candidate_scope(index, parts)
             if isinstance(scope, str):
                 affected.add(scope)
@@ -295,6 +300,12 @@ class Collection:
             affected.update(before - {c.location for c in now})
             affected.update(c.location for c in now if c.location not in self.candidates)
         return affected
+
+    def _stale_under(self, index: int) -> set[str]:
+        """Candidates of package path ``index`` that appeared, disappeared or changed on disk."""
+        before = {loc for loc, c in self.candidates.items() if c.order[0] == index}
+        now = {c.location for c in scan_within(self.paths, index, ())}
+        return (before ^ now) | {loc for loc in before & now if not self._fresh(loc)}
 
     def _candidate_scope(self, index: int, parts: tuple[str, ...]) -> str | tuple[str, ...]:
         """The candidate location a path belongs to, or the folder to rescan when it is none."""
@@ -341,8 +352,12 @@ class Collection:
             changes.rejected.append(location)
             return
         self.rejected.pop(location, None)
-        (changes.changed if location in self.packages else changes.added).append(location)
-        self.packages[location] = result
+        previous = self.packages.get(location)
+        self.packages[location] = result  # even when equal: its files may live in a new folder now
+        if previous is None:
+            changes.added.append(location)
+        else:
+            (changes.moved if _same_content(previous, result) else changes.changed).append(location)
 
     def _current_candidate(self, location: str) -> Candidate | None:
         for index, root in enumerate(self.paths):
@@ -369,6 +384,16 @@ class Loading:
         future = background.submit(collection.load_all)
         background.shutdown(wait=False)  # (its thread ends when the load is done)
         return cls(future, started)
+
+
+def _same_content(a: Package, b: Package) -> bool:
+    """Whether two loads of a version serve the same documents (e.g. the same files in a new folder)."""
+    return (
+        a.entry_parts == b.entry_parts
+        and a.doc_head == b.doc_head
+        and a.doc_tail == b.doc_tail
+        and (a.signature is None) == (b.signature is None)
+    )
 
 
 def _under(location: str, folder: str) -> bool:

@@ -102,10 +102,9 @@ class Watcher:
         self._changed = changed
         if self._stopped:
             return
-        paths = [p for p in self.collection.paths if os.path.isdir(p)]
-        if not paths:
-            log.warning("no existing package path to watch; live reload is off")
-            return
+        paths = list(self.collection.paths)
+        if not any(os.path.isdir(p) for p in paths):
+            log.warning("no package path exists yet; packages are loaded when one appears")
         if not self.poll:
             self._check_watch_limit()
         loop = asyncio.get_running_loop()
@@ -130,6 +129,11 @@ class Watcher:
                     # Changes made between loading and now were not seen: compare stamps once.
                     await self._rebuild(self.collection.refresh)
                     self.ready.set()
+                    continue
+                if item == watchproc.RELINKED:
+                    # A link along a package path points elsewhere now (a ConfigMap's ..data, a
+                    # git-sync worktree): compare everything.
+                    await self._rebuild(self.collection.refresh)
                     continue
                 if isinstance(item, tuple):
                     self._failed(item[1])
