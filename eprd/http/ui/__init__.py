@@ -129,34 +129,32 @@ class CatalogUI:
             return self._page("missing.html", status=404, what=f"package {name} {version}")
         html = ""
         if page["doc"].get("readme"):
-            found = await self._readme(page["item"])
-            if isinstance(found, str):
-                html = readme.render(found, name, version)
-            else:
-                page["readme_error"] = found[0]
+            markdown, page["readme_error"] = await self._readme(page["item"])
+            if markdown is not None:  # rendered off the event loop: a README may be long
+                html = await asyncio.to_thread(readme.render, markdown, name, version)
         refused = [p for p in problems.rejected(snapshot) if p.package.split(" ")[0] == name]
         return self._page(
             "package.html", snapshot=snapshot, page=page, readme=html, refused=refused, section="package"
         )
 
-    async def _readme(self, item: Indexed) -> str | tuple[str]:
-        """The README's Markdown, from the indexer serving the package; or why it is not shown."""
+    async def _readme(self, item: Indexed) -> tuple[str | None, str]:
+        """The README's Markdown from the indexer serving the package, or None and why it is not shown."""
         indexer = self.registry.indexers.get(item.source)
         if indexer is None:
-            return ("the package's source is not known",)
+            return None, "the package's source is not known"
         resource = await indexer.static(item.package, README)
         try:
             if isinstance(resource, MemoryFile):
-                return resource.body.decode("utf-8", "replace")
+                return resource.body.decode("utf-8", "replace"), ""
             if isinstance(resource, DiskFile):
                 data = await asyncio.to_thread(_read, resource.path)
-                return data.decode("utf-8", "replace")
+                return data.decode("utf-8", "replace"), ""
         except OSError as err:
-            return (f"cannot read {README}: {err.strerror or err}",)
+            return None, f"cannot read {README}: {err.strerror or err}"
         if isinstance(resource, NotFound | Failed):
-            return (f"{README} is not available",)
+            return None, f"{README} is not available"
         # Served from elsewhere (Piped, Redirect): the page fetches nothing from outside the registry.
-        return (f"{README} is served by the upstream registry",)
+        return None, f"{README} is served by the upstream registry"
 
     async def _problems(self, request: web.Request) -> web.Response:
         snapshot = self.registry.snapshot
