@@ -206,6 +206,15 @@ async def test_events_name_each_new_snapshot_generation(ui, http):
         assert second[0] == "snapshot" and '"generation":2' in second[1]
 
 
+async def test_head_of_the_event_stream_does_not_stream(ui, http):
+    _, base = ui
+    async with http.head(base + "/ui/events") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "text/event-stream"
+    async with http.post(base + "/ui/") as response:
+        assert response.status == 405 and response.headers["Allow"] == "GET, HEAD"
+
+
 async def _next_event(response: aiohttp.ClientResponse) -> tuple[str, str]:
     name = data = ""
     while True:
