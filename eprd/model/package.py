@@ -60,9 +60,14 @@ AGENTLESS_RELEASES = ("beta", "ga")
 
 
 class PackageError(ValueError):
-    """A package version that cannot be served; ``reason`` says why."""
+    """A package version that cannot be served; ``reason`` says why.
+
+    Both are text that any log line or JSON document can carry: bytes of a path that are not
+    UTF-8 (surrogate escapes) are shown as ``\\xNN``.
+    """
 
     def __init__(self, location: str, reason: str) -> None:
+        location, reason = printable(location), printable(reason)
         super().__init__(f"{location}: {reason}")
         self.location = location
         self.reason = reason
@@ -111,15 +116,34 @@ class Package:
     folders: int  # folders on disk (the watcher needs one inotify watch for each)
 
 
+def printable(text: str) -> str:
+    """``text`` with surrogate escapes (undecodable bytes of file names) shown as ``\\xNN``."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # surrogates that are no escaped bytes
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def load_package(location: str, options: LoadOptions) -> tuple[Package | PackageError, tuple[str, ...]]:
     """Load the package at ``location`` (a version folder or a zip).
 
     Returns the package, or the error that makes it invalid, and the paths its content was
     derived from (empty when not even its file list could be read), for the index cache.
+
+    This is the one boundary around loading a version: whatever goes wrong inside, of whatever
+    exception type (RecursionError, MemoryError, a zipfile or codec error...), rejects this
+    version with a reason and never reaches the caller.
     """
     files: PackageFiles | None = None
     listing: Listing | None = None
     try:
+        if printable(location) != location:
+            raise PackageFileError("path is not valid UTF-8")
         files = open_package(location)
         listing = Listing(files.entries())
         result: Package | PackageError = _Loader(files, listing, options).load()
@@ -127,9 +151,19 @@ def load_package(location: str, options: LoadOptions) -> tuple[Package | Package
         result = PackageError(location, str(err))
     except OSError as err:
         result = PackageError(location, f"{err.strerror or err}: {err.filename or ''}".rstrip(": "))
+    except RecursionError:
+        result = PackageError(location, "nested too deeply to load (recursion limit)")
+    except MemoryError:
+        result = PackageError(location, "out of memory while loading")
+    except Exception as err:
+        log.debug("unexpected error loading %s", printable(location), exc_info=True)
+        result = PackageError(location, f"cannot load package: {type(err).__name__}: {err}")
     if files is None or listing is None:
         return result, ()
-    return result, _inputs(files, listing)
+    try:
+        return result, _inputs(files, listing)
+    except Exception:  # (nothing to stamp: the version is read again when anything changes)
+        return result, ()
 
 
 def _inputs(files: PackageFiles, listing: Listing) -> tuple[str, ...]:
