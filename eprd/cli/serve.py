@@ -26,6 +26,7 @@ from eprd.ops.accesslog import AccessLog
 from eprd.ops.apm import Apm
 from eprd.ops.diagnostics import Diagnostics
 from eprd.ops.metrics import Metrics, make_metrics_app
+from eprd.ops.supervise import Supervisor
 
 log = logging.getLogger("eprd")
 
@@ -130,21 +131,37 @@ async def _serve_registry(
     # Written (and stamped, see Collection.save_cache) once serving, before the watcher can
     # change what is loaded.
     await asyncio.to_thread(collection.save_cache)
-    watch_task = None
     if registry.watcher is not None:
-        watch_task = asyncio.create_task(registry.watcher.run(), name="eprd-watcher")
+        ops.supervisor.start("watcher", registry.watcher.run)
 
     await stop.wait()
     log.info("shutting down: no new connections, waiting for requests in flight")
     registry.shutting_down = True
-    if watch_task is not None:
-        registry.watcher.stop()
-        await watch_task
-    await asyncio.to_thread(collection.save_cache)  # keep the next start warm (no-op if unchanged)
-    await runner.cleanup()
-    registry.close()
+    await _stop(registry, collection, runner, ops, options["shutdown-timeout"])
     log.info("stopped")
     return 0
+
+
+async def _stop(
+    registry: Registry, collection: Collection, runner: web.AppRunner, ops: _Operations, timeout: float
+) -> None:
+    """The graceful stop: each step runs whatever happened before it (SIGTERM always exits 0)."""
+    if registry.watcher is not None:
+        registry.watcher.stop()
+    steps = (
+        ("background tasks", lambda: ops.supervisor.stop(max(timeout, 1.0))),
+        ("index cache", lambda: asyncio.to_thread(collection.save_cache)),  # keeps the next start warm
+        ("listener", runner.cleanup),
+    )
+    for what, step in steps:
+        try:
+            await step()
+        except Exception:
+            log.error("shutting down: stopping the %s failed", what, exc_info=True)
+    try:
+        registry.close()
+    except Exception:
+        log.error("shutting down: closing the registry failed", exc_info=True)
 
 
 # --- operations: metrics, APM and diagnostics around the API (eprd.metrics, eprd.apm, eprd.diagnostics)
@@ -159,6 +176,8 @@ class _Operations:
         self.metrics = Metrics() if options["metrics-address"] else None
         self.diagnostics = Diagnostics() if options["httpprof"] else None
         self.runners: list[web.AppRunner] = []
+        # Every background task (the watcher, ...): failures are logged, counted and restarted.
+        self.supervisor = Supervisor()
 
     async def _listen(self, app: web.Application, flag: str, shutdown_timeout: float) -> bool:
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
@@ -188,8 +207,10 @@ class _Operations:
         registry.metrics = self.metrics
         if self.metrics is not None:
             self.metrics.bind(registry)
+            self.supervisor.on_restart.append(self.metrics.on_task_restart)
         if self.diagnostics is not None:
             self.diagnostics.registry = registry
+            self.diagnostics.tasks_state = self.supervisor.states
 
     async def start_metrics(self, registry: Registry) -> bool:
         if self.metrics is None:

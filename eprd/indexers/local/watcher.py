@@ -62,6 +62,10 @@ STEP_MS = 100
 DEBOUNCE_MS = 1000
 
 
+class WatchError(RuntimeError):
+    """The watch process failed or ended while watching: the supervisor starts the watcher again."""
+
+
 @dataclass(slots=True)
 class WatchStats:
     """Counters the metrics and diagnostics endpoints report."""
@@ -99,7 +103,12 @@ class Watcher:
         self.on_rebuild: list[Callable[[Changes, float], None]] = []
 
     async def run(self) -> None:
-        """Watch until :meth:`stop`; a watcher that cannot start leaves the registry serving."""
+        """Watch until :meth:`stop`; a watcher that cannot start leaves the registry serving.
+
+        Anything that goes wrong once watching (a rebuild that raises, the watch process gone)
+        raises out of here, for the supervisor to log and start the watcher again: the next run
+        compares stamps, so the changes of a failed batch are picked up then.
+        """
         if self._stopped:
             return
         paths = [p for p in self.collection.paths if os.path.isdir(p)]
@@ -124,16 +133,21 @@ class Watcher:
         )
         reader.start()
         self.stats.running = True
+        watching = False
         try:
             while (item := await batches.get()) is not None:
                 if item == watchproc.READY:
-                    # Changes made between loading and now were not seen: compare stamps once.
+                    watching = True
+                    # Changes made between loading (or the last run) and now were not seen:
+                    # compare stamps once.
                     await self._rebuild(self.collection.refresh)
                     self.ready.set()
                     continue
                 if isinstance(item, tuple):
-                    self._failed(item[1])
-                    break
+                    if not watching:
+                        self._failed(item[1])  # could not start watching: live reload is off
+                        return
+                    raise WatchError(f"the watch process failed: {item[1]}")
                 changed = set(item)
                 while not batches.empty():  # batches that queued up during a rebuild are one batch
                     more = batches.get_nowait()
@@ -142,9 +156,11 @@ class Watcher:
                         break
                     changed |= set(more)
                 await self._rebuild(self.collection.apply, sorted(changed))
+            if not self._stopped:
+                raise WatchError("the watch process ended unexpectedly")
         finally:
             self.stats.running = False
-            self.stop()
+            self._end_process()
 
     def _check_watch_limit(self) -> None:
         """Warn when the package paths hold more folders than inotify may watch."""
@@ -172,7 +188,11 @@ class Watcher:
         )
 
     def stop(self) -> None:
+        """End :meth:`run` (after the rebuild in progress, if any); it is not started again."""
         self._stopped = True
+        self._end_process()
+
+    def _end_process(self) -> None:
         process, self._process = self._process, None
         if process is not None and process.is_alive():
             process.terminate()  # it holds no state; the reader sees the pipe close and ends the loop
