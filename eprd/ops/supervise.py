@@ -86,12 +86,17 @@ class Supervisor:
                     name,
                     delay,
                     exc_info=True,
-                    extra={"task.name": name, "task.restarts": state.restarts, "error.message": str(err)},
+                    # (error.type, error.message and error.stack_trace come from exc_info)
+                    extra={"task.name": name, "task.restarts": state.restarts},
                 )
                 for hook in self.on_restart:
                     with contextlib.suppress(Exception):  # a metrics hook never stops a restart
                         hook(name)
-                await asyncio.sleep(delay)
+                try:
+                    await asyncio.sleep(delay)
+                except asyncio.CancelledError:
+                    state.state, state.next_start_in = STOPPED, 0.0
+                    raise
                 delay = min(delay * 2, self.ceiling)
                 continue
             state.state = STOPPED

@@ -118,7 +118,7 @@ class Watcher:
         if not self.poll:
             self._check_watch_limit()
         loop = asyncio.get_running_loop()
-        batches: asyncio.Queue[list[str] | tuple[str, str] | None] = asyncio.Queue()
+        batches: asyncio.Queue[list[str] | tuple[Any, ...] | None] = asyncio.Queue()
         receive, send = multiprocessing.Pipe(duplex=False)
         self._process = multiprocessing.get_context("spawn").Process(
             target=watchproc.watch,
@@ -133,20 +133,19 @@ class Watcher:
         )
         reader.start()
         self.stats.running = True
-        watching = False
         try:
             while (item := await batches.get()) is not None:
                 if item == watchproc.READY:
-                    watching = True
                     # Changes made between loading (or the last run) and now were not seen:
                     # compare stamps once.
                     await self._rebuild(self.collection.refresh)
                     self.ready.set()
                     continue
                 if isinstance(item, tuple):
-                    if not watching:
-                        self._failed(item[1])  # could not start watching: live reload is off
+                    if item[2]:
+                        self._failed(item[1])  # the system refuses the watches: live reload is off
                         return
+                    self.stats.error = item[1]
                     raise WatchError(f"the watch process failed: {item[1]}")
                 changed = set(item)
                 while not batches.empty():  # batches that queued up during a rebuild are one batch

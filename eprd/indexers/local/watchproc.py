@@ -16,7 +16,10 @@ READY = ("ready", "")
 
 
 def watch(paths: list[str], step_ms: int, debounce_ms: int, poll: bool, conn: Connection) -> None:
-    """Send :data:`READY` once watching, then each batch of changed paths; errors as ``("error", text)``."""
+    """Send :data:`READY` once watching, then each batch of changed paths.
+
+    An error is sent as ``("error", text, permanent)``.
+    """
     ready = False
     parent = os.getppid()
     try:
@@ -39,6 +42,9 @@ def watch(paths: list[str], step_ms: int, debounce_ms: int, poll: bool, conn: Co
             if batch:
                 conn.send(sorted({path for _, path in batch}))
     except Exception as err:  # reported by the parent, which keeps serving
-        conn.send(("error", f"{type(err).__name__}: {err}"))
+        # An OSError is the system refusing watches (the inotify limit, a missing path): watching
+        # again would fail again. Anything else (watchfiles cannot decode a file name that is not
+        # UTF-8, ...) is worth a restart: the parent's supervisor starts the watcher again.
+        conn.send(("error", f"{type(err).__name__}: {err}", isinstance(err, OSError)))
     finally:
         conn.close()
