@@ -125,20 +125,27 @@ odd_names = st.one_of(
 )
 
 
+def _sometimes(strategy: st.SearchStrategy[Any], empty: Any) -> st.SearchStrategy[Any]:
+    """``strategy`` one time in three, else ``empty``: most mutants keep most of the package good."""
+    return st.integers(0, 2).flatmap(lambda n: strategy if n == 2 else st.just(empty))
+
+
 @st.composite
 def mutants(draw: st.DrawFn) -> Mutant:
     files = {path.encode(): content for path, content in pf.package_files("fuzz", "1.0.0").items()}
-    for name, kind, where, payload in draw(st.lists(yaml_edits, max_size=4)):
+    for name, kind, where, payload in draw(_sometimes(st.lists(yaml_edits, min_size=1, max_size=3), [])):
         files[name.encode()] = _edit(files[name.encode()], kind, where, payload)
-    for folder, name in draw(st.lists(st.tuples(st.sampled_from(FOLDERS), odd_names), max_size=2)):
+    odd = st.lists(st.tuples(st.sampled_from(FOLDERS), odd_names), min_size=1, max_size=2)
+    for folder, name in draw(_sometimes(odd, [])):
         files[folder.encode() + name] = b"odd\n"
-    if draw(st.booleans()) and len(files) > 1:
-        del files[draw(st.sampled_from(sorted(files)))]
-    zipped = draw(st.booleans())
-    if not zipped:
+    removed = draw(_sometimes(st.sampled_from(sorted(files)), None))
+    if removed is not None and len(files) > 1:
+        del files[removed]
+    if not draw(st.booleans()):
         return Mutant(files, False)
-    edits = tuple(draw(st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), max_size=3)))
-    cut = draw(st.one_of(st.none(), st.floats(0.0, 1.0)))
+    byte_edits = st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), min_size=1, max_size=3)
+    edits = tuple(draw(_sometimes(byte_edits, ())))
+    cut = draw(_sometimes(st.floats(0.0, 1.0), None))
     return Mutant(files, True, edits, cut)
 
 
