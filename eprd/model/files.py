@@ -257,7 +257,15 @@ class ZipFiles(PackageFiles):
 
 def _open_zip(location: str) -> zipfile.ZipFile:
     try:
+        with open(location, "rb") as fh:
+            # The entry count from the end record, before zipfile builds an object per entry: a
+            # small archive can declare millions of them.
+            end = zipfile._EndRecData(fh)  # type: ignore[attr-defined]
+        if end is not None and end[zipfile._ECD_ENTRIES_TOTAL] > limits.MAX_ENTRIES:  # type: ignore[attr-defined]
+            raise PackageFileError(f"more than {limits.MAX_ENTRIES} entries in zip archive")
         return zipfile.ZipFile(location)
+    except PackageFileError:
+        raise
     except Exception as err:  # zipfile raises many types for damaged archives (struct.error, EOFError...)
         raise PackageFileError(f"invalid zip file: {type(err).__name__}: {err}") from err
 
@@ -272,7 +280,8 @@ def check_zip(archive: zipfile.ZipFile) -> None:
     An accepted zip then never fails a request: the central directory is checked against the
     limits first (entry count, sizes, compression ratio, methods Go's archive/zip reads, no
     encryption, no entries sharing data), then every entry is decompressed in one streaming
-    pass, which checks its local header name, its deflate data and its CRC-32.
+    pass straight from the file, which checks its local header and name, its deflate data, its
+    size and its CRC-32.
     """
     infos = archive.infolist()
     if len(infos) > limits.MAX_ENTRIES:
@@ -287,8 +296,10 @@ def check_zip(archive: zipfile.ZipFile) -> None:
             raise PackageFileError(
                 f"zip entry {info.filename} uses unsupported compression method {info.compress_type}"
             )
-        if info.flag_bits & 0x1:
+        if info.flag_bits & 0x41:  # (0x40: strong encryption)
             raise PackageFileError(f"zip entry {info.filename} is encrypted")
+        if info.flag_bits & 0x20:
+            raise PackageFileError(f"zip entry {info.filename} holds compressed patched data")
         total += info.file_size
         if total > limits.MAX_ZIP_BYTES:
             raise PackageFileError(f"zip entries hold more than {limits.MAX_ZIP_BYTES} bytes decompressed")
@@ -299,15 +310,76 @@ def check_zip(archive: zipfile.ZipFile) -> None:
                 f"zip entry {info.filename} expands more than {limits.MAX_ZIP_RATIO} times"
             )
     _check_no_overlap(archive, infos)
-    for info in infos:
-        if info.is_dir() and info.file_size == 0:
-            continue
-        try:
-            with archive.open(info) as fh:
-                while fh.read(_CHECK_CHUNK):
-                    pass
-        except Exception as err:  # BadZipFile, zlib.error, EOFError, NotImplementedError, ...
-            raise PackageFileError(f"damaged zip entry {info.filename}: {_describe(err)}") from None
+    if archive.filename is None:
+        return
+    fd = os.open(archive.filename, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for info in infos:
+            if not (info.is_dir() and info.compress_size == 0):
+                try:
+                    _check_entry(fd, info)
+                except PackageFileError:
+                    raise
+                except Exception as err:  # zlib.error, OSError, struct.error, ...
+                    raise PackageFileError(f"damaged zip entry {info.filename}: {_describe(err)}") from None
+    finally:
+        os.close(fd)
+
+
+def _entry_name(info: zipfile.ZipInfo) -> bytes:
+    """The name's bytes as stored (zipfile decodes it as UTF-8 when flagged so, else as CP437)."""
+    name = info.orig_filename
+    if name.isascii():
+        return name.encode("ascii")
+    return name.encode("utf-8" if info.flag_bits & 0x800 else "cp437", "surrogateescape")
+
+
+def _check_entry(fd: int, info: zipfile.ZipInfo) -> None:
+    """One entry, read straight from the file: local header, then its data decompressed and checked.
+
+    (What ZipFile.open and read check, without their per-entry objects: a zip package has hundreds
+    of entries, and this runs for every zip of a cold start.)
+    """
+    header = os.pread(fd, 30, info.header_offset)
+    if len(header) < 30 or header[:4] != b"PK\x03\x04":
+        raise PackageFileError(f"damaged zip entry {info.filename}: bad local file header")
+    name_len, extra_len = struct.unpack_from("<HH", header, 26)
+    local_name = os.pread(fd, name_len, info.header_offset + 30)
+    if local_name != _entry_name(info):
+        raise PackageFileError(
+            f"damaged zip entry {info.filename}: file name in directory {info.orig_filename!r} "
+            f"and header {local_name!r} differ"
+        )
+    offset = info.header_offset + 30 + name_len + extra_len
+    left = info.compress_size
+    inflate = zlib.decompressobj(-15) if info.compress_type == zipfile.ZIP_DEFLATED else None
+    size = crc = 0
+    while left > 0:
+        chunk = os.pread(fd, min(left, _CHECK_CHUNK), offset)
+        if not chunk:
+            raise PackageFileError(f"damaged zip entry {info.filename}: truncated data")
+        offset += len(chunk)
+        left -= len(chunk)
+        if inflate is not None:
+            # Never more than the declared size (plus one byte, to notice a lie) at a time.
+            chunk = inflate.decompress(chunk, info.file_size - size + 1)
+            while True:
+                size += len(chunk)
+                crc = zlib.crc32(chunk, crc)
+                if size > info.file_size or not inflate.unconsumed_tail:
+                    break
+                chunk = inflate.decompress(inflate.unconsumed_tail, info.file_size - size + 1)
+        else:
+            size += len(chunk)
+            crc = zlib.crc32(chunk, crc)
+        if size > info.file_size:
+            raise PackageFileError(f"damaged zip entry {info.filename}: more data than its declared size")
+    if inflate is not None and not inflate.eof:
+        raise PackageFileError(f"damaged zip entry {info.filename}: deflate data ends early")
+    if size != info.file_size:
+        raise PackageFileError(f"damaged zip entry {info.filename}: {size} bytes, {info.file_size} declared")
+    if crc != info.CRC:
+        raise PackageFileError(f"damaged zip entry {info.filename}: Bad CRC-32")
 
 
 def _check_no_overlap(archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo]) -> None:
@@ -316,8 +388,7 @@ def _check_no_overlap(archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo]) ->
     for info in sorted(infos, key=lambda i: i.header_offset):
         if info.header_offset < end:
             raise PackageFileError(f"zip entry {info.filename} overlaps another entry")
-        encoding = "utf-8" if info.flag_bits & 0x800 else "cp437"
-        name = len(info.orig_filename.encode(encoding, "replace"))
+        name = len(_entry_name(info))
         # (A lower bound of the entry's end: its local extra field and data descriptor come on top.)
         end = info.header_offset + 30 + name + info.compress_size
     start_dir = getattr(archive, "start_dir", None)
