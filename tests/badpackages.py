@@ -145,6 +145,12 @@ def _declared_size(root: Path) -> Path:
     return write(root, "declared-size.zip", patch_entry(data, f"{TOP}/docs/README.md", "usize", 0xFFFFFFF0))
 
 
+def _size_lie(root: Path) -> Path:
+    """An entry that inflates to more than its headers declare."""
+    data = zip_with(package_entries())
+    return write(root, "size-lie.zip", patch_entry(data, f"{TOP}/docs/README.md", "usize", 5))
+
+
 def _overlap(root: Path) -> Path:
     data = zip_with(package_entries())
     first = local_header(data, f"{TOP}/manifest.yml")
@@ -207,6 +213,8 @@ ZIP_CASES = [
     Case("zip-ratio-bomb", _ratio_bomb, "expands more than"),
     Case("zip-declared-size", _declared_size, "bytes decompressed"),
     Case("zip-overlapping-entries", _overlap, "overlaps"),
+    Case("zip-inflates-past-its-size", _size_lie, "more data than its declared size"),
+    Case("zip-patched-data", _flagged(0x20, "patched.zip"), "patched"),
     Case("zip-truncated", _not_a_zip, "invalid zip file"),
 ]
 

@@ -10,7 +10,7 @@ package, every mutant it does not serve is listed in ``/debug/pprof/snapshot``, 
 for a served package's documents or files answers 5xx, the log has no traceback (the
 supervisor's excepted) and SIGTERM exits 0.
 
-``EPRD_FUZZ_EXAMPLES`` sets how many mutants each part tries (CI: 40 in process and 16 through
+``EPRD_FUZZ_EXAMPLES`` sets how many mutants each part tries (CI: 100 in process and 24 through
 the process); the long run is ``EPRD_FUZZ_EXAMPLES=300 .venv/bin/python -m pytest -q
 tests/test_fuzz_packages.py``.
 """
@@ -38,8 +38,8 @@ from eprd.model.files import PackageFileError
 from eprd.model.package import LoadOptions, Package, PackageError, load_package, printable, render_document
 
 EXAMPLES = int(os.environ.get("EPRD_FUZZ_EXAMPLES", "0") or 0)
-IN_PROCESS = EXAMPLES or 40
-THROUGH_PROCESS = EXAMPLES or 16
+IN_PROCESS = EXAMPLES or 100
+THROUGH_PROCESS = EXAMPLES or 24
 
 YAML_FILES = ("manifest.yml", "data_stream/log/manifest.yml", "data_stream/log/fields/base-fields.yml")
 SNIPPETS = (
