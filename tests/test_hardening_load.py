@@ -199,6 +199,23 @@ def test_a_zip_replaced_by_a_damaged_one_raises_package_file_error(tmp_path: Pat
         loaded.files.read("docs/nope.md")
 
 
+async def test_a_file_of_a_replaced_damaged_zip_is_a_404_not_a_500(serve: Any, tmp_path: Path) -> None:
+    root = tmp_path / "zips"
+    location = pf.write_zip(root, "demo")
+    _, base = await serve([root])
+    url = f"{base}/package/demo/1.0.0/docs/README.md"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url) as response:
+            assert response.status == 200
+        name = "demo-1.0.0/docs/README.md"
+        data = bp.zip_with(pf.zip_entries("demo", "1.0.0"), stored=frozenset({name}))
+        data[bp.entry_data(data, name)] ^= 0x01
+        location.write_bytes(bytes(data))
+        os.utime(location, ns=(time.time_ns() + 10**9,) * 2)
+        async with http.get(url) as response:
+            assert response.status == 404
+
+
 def test_a_zip_checked_once_is_not_read_again_from_the_index_cache(tmp_path: Path) -> None:
     """Warm starts stay cheap: the cached package's zip is not decompressed again."""
     root = tmp_path / "zips"
