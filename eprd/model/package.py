@@ -22,11 +22,11 @@ import semver
 from eprd.model import gojson, yamlfile
 from eprd.model.categories import CATEGORIES
 from eprd.model.datastream import (
-    DataStreamError,
     data_stream_dirs,
     data_stream_summary,
     load_data_stream,
 )
+from eprd.model.errors import PackageError, printable, rejection
 from eprd.model.files import DirFiles, PackageFileError, PackageFiles, open_package, signature_path
 from eprd.model.listing import Listing
 from eprd.model.manifest import (
@@ -57,23 +57,6 @@ from eprd.model.sections import (
 from eprd.model.versions import Constraint, VersionError, is_prerelease, parse_strict, sort_key
 
 log = logging.getLogger("eprd.package")
-
-
-class PackageError(ValueError):
-    """A package version that cannot be served; ``reason`` says why.
-
-    Both are text that any log line or JSON document can carry: bytes of a path that are not
-    UTF-8 (surrogate escapes) are shown as ``\\xNN``.
-    """
-
-    def __init__(self, location: str, reason: str) -> None:
-        location, reason = printable(location), printable(reason)
-        super().__init__(f"{location}: {reason}")
-        self.location = location
-        self.reason = reason
-
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:
-        return (PackageError, (self.location, self.reason))
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,19 +99,6 @@ class Package:
     folders: int  # folders on disk (the watcher needs one inotify watch for each)
 
 
-def printable(text: str) -> str:
-    """``text`` with surrogate escapes (undecodable bytes of file names) shown as ``\\xNN``."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        pass
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # surrogates that are no escaped bytes
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def load_package(location: str, options: LoadOptions) -> tuple[Package | PackageError, tuple[str, ...]]:
     """Load the package at ``location`` (a version folder or a zip).
 
@@ -137,7 +107,7 @@ def load_package(location: str, options: LoadOptions) -> tuple[Package | Package
 
     This is the one boundary around loading a version: whatever goes wrong inside, of whatever
     exception type (RecursionError, MemoryError, a zipfile or codec error...), rejects this
-    version with a reason and never reaches the caller.
+    version with a reason (:func:`rejection`) and never reaches the caller.
     """
     files: PackageFiles | None = None
     listing: Listing | None = None
@@ -147,17 +117,8 @@ def load_package(location: str, options: LoadOptions) -> tuple[Package | Package
         files = open_package(location)
         listing = Listing(files.entries())
         result: Package | PackageError = _Loader(files, listing, options).load()
-    except (PackageFileError, ManifestError, DataStreamError, yamlfile.YAMLError, VersionError) as err:
-        result = PackageError(location, str(err))
-    except OSError as err:
-        result = PackageError(location, f"{err.strerror or err}: {err.filename or ''}".rstrip(": "))
-    except RecursionError:
-        result = PackageError(location, "nested too deeply to load (recursion limit)")
-    except MemoryError:
-        result = PackageError(location, "out of memory while loading")
     except Exception as err:
-        log.debug("unexpected error loading %s", printable(location), exc_info=True)
-        result = PackageError(location, f"cannot load package: {type(err).__name__}: {err}")
+        result = rejection(location, err)
     if files is None or listing is None:
         return result, ()
     try:
