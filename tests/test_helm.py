@@ -587,7 +587,9 @@ def test_packages_from_a_git_sync_sidecar(chart: Any, tmp_path: Path) -> None:
     for container in (init, sidecar):
         args = container["args"]
         assert "--repo=https://git.example.com/fleet/packages.git" in args
-        assert {"--ref=main", "--root=/packages/package-registry", "--link=current", "--period=30s"} <= set(args)
+        assert {"--ref=main", "--root=/packages/package-registry", "--link=current", "--period=30s"} <= set(
+            args
+        )
         assert container["volumeMounts"][0] == {"name": "packages", "mountPath": "/packages/package-registry"}
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert "--one-time" in init["args"] and "--one-time" not in sidecar["args"]
@@ -674,7 +676,10 @@ def test_autoscaler_and_disruption_budget(chart: Any) -> None:
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"packages": {"source": "nfs"}}, 'packages.source must be image, pvc, configMap or gitSync, not "nfs"'),
+        (
+            {"packages": {"source": "nfs"}},
+            'packages.source must be image, pvc, configMap or gitSync, not "nfs"',
+        ),
         ({"packages": {"source": "pvc"}}, "packages.source=pvc needs packages.pvc.claimName"),
         ({"packages": {"source": "configMap"}}, "packages.source=configMap needs packages.configMap.name"),
         ({"terminationGracePeriodSeconds": 35}, "must be larger than eprd.shutdownTimeoutSeconds"),
