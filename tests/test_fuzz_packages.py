@@ -2,12 +2,13 @@
 
 Mutants start from :mod:`pkgfactory` packages: YAML text edited at random places (with YAML's
 special characters, anchors, aliases, tags, dotted keys, bytes that are not UTF-8), odd file
-names (not UTF-8, ``%2e%2e.md``, ``q?x.md``, backslashes...), and for zips random bytes of the
-archive overwritten or cut off. They are loaded in this process (many, fast), then by a real
+names (not UTF-8, ``%2e%2e.md``, ``q?x.md``, backslashes...), symlinks and zip entry names that
+lead to a secret file outside the package folders, and for zips random bytes of the archive
+overwritten or cut off. They are loaded in this process (many, fast), then by a real
 ``eprd`` process at start-up and through its live reload. Asserted: loading never raises, a
 rejection has a reason any JSON document can carry, the process stays up and serves the good
 package, every mutant it does not serve is listed in ``/debug/pprof/snapshot``, no request
-for a served package's documents or files answers 5xx, the log has no traceback (the
+for a served package's documents or files answers 5xx or holds the secret, the log has no traceback (the
 supervisor's excepted) and SIGTERM exits 0.
 
 ``EPRD_FUZZ_EXAMPLES`` sets how many mutants each part tries (CI: 100 in process and 24 through
@@ -56,6 +57,8 @@ ODD_NAMES = (
     b"con", b"x.sig", b"\x01\x7f.md",
 )  # fmt: skip
 FOLDERS = ("", "docs/", "img/", "data_stream/log/", "data_stream/log/fields/", "kibana/dashboard/")
+SECRET = b"TOP-SECRET-fuzz-5d1e never serve this"
+ESCAPES = (b"docs/leak.md", b"img/leak.svg", b"leak.md", b"docs/README.md.link")
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class Mutant:
     zipped: bool
     zip_edits: tuple[tuple[int, int], ...] = ()  # (offset, byte) overwritten in the zip
     cut: float | None = None  # a zip truncated to this fraction of its length
+    # Symlinks (folders) or entries (zips) named so that they lead to SECRET outside the package.
+    escapes: tuple[bytes, ...] = ()
 
     def write(self, root: Path, index: int) -> Path:
         """Store as ``fuzz/<1.0.index>/`` or ``fuzz-<index>.zip`` under ``root``."""
@@ -81,6 +86,10 @@ class Mutant:
                 continue  # (a generated name that is one of the package's folders)
             with open(path, "wb") as fh:
                 fh.write(content)
+        for rel in self.escapes:
+            link = os.fsencode(location) + b"/" + rel
+            if not os.path.lexists(link):
+                os.symlink(os.fsencode(root.parent / "outside" / "secret.txt"), link)
         return location
 
     def zip_bytes(self, index: int) -> bytes:
@@ -89,6 +98,8 @@ class Mutant:
             (f"{top}/{rel.decode('utf-8', 'backslashreplace')}", content)
             for rel, content in self.files.items()
         ]
+        entries += [(f"{top}/{rel.decode('utf-8', 'backslashreplace')}/../../../outside/secret.txt", SECRET)
+                    for rel in self.escapes]  # fmt: skip
         data = bytearray(pf.zip_bytes(entries))
         for offset, value in self.zip_edits:
             data[offset % len(data)] = value
@@ -141,19 +152,29 @@ def mutants(draw: st.DrawFn) -> Mutant:
     removed = draw(_sometimes(st.sampled_from(sorted(files)), None))
     if removed is not None and len(files) > 1:
         del files[removed]
+    escapes = tuple(
+        draw(_sometimes(st.lists(st.sampled_from(ESCAPES), min_size=1, max_size=2, unique=True), []))
+    )
     if not draw(st.booleans()):
-        return Mutant(files, False)
+        return Mutant(files, False, escapes=escapes)
     byte_edits = st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), min_size=1, max_size=3)
     edits = tuple(draw(_sometimes(byte_edits, ())))
     cut = draw(_sometimes(st.floats(0.0, 1.0), None))
-    return Mutant(files, True, edits, cut)
+    return Mutant(files, True, edits, cut, escapes)
 
 
 def with_version(mutant: Mutant, index: int) -> Mutant:
     """The mutant, with the version its folder gets written in the manifests."""
     version = f"1.0.{index}".encode()
     files = {rel: content.replace(b"1.0.0", version) for rel, content in mutant.files.items()}
-    return Mutant(files, mutant.zipped, mutant.zip_edits, mutant.cut)
+    return Mutant(files, mutant.zipped, mutant.zip_edits, mutant.cut, mutant.escapes)
+
+
+def write_secret(root: Path) -> None:
+    """The file outside the package folders that no mutant may serve."""
+    secret = root.parent / "outside" / "secret.txt"
+    secret.parent.mkdir(parents=True, exist_ok=True)
+    secret.write_bytes(SECRET)
 
 
 def check_loaded(result: Package | PackageError) -> None:
@@ -168,7 +189,7 @@ def check_loaded(result: Package | PackageError) -> None:
         if not entry.is_dir:
             # (the two errors the HTTP layer answers 4xx)
             with contextlib.suppress(PackageFileError, FileNotFoundError):
-                result.files.read(entry.path)
+                assert SECRET not in result.files.read(entry.path), entry.path
 
 
 # --- in process ------------------------------------------------------------------------------------
@@ -181,7 +202,9 @@ def check_loaded(result: Package | PackageError) -> None:
 )
 @given(mutant=mutants())
 def test_loading_a_mutant_never_raises(mutant: Mutant, tmp_path_factory: Any) -> None:
-    root = tmp_path_factory.mktemp("fuzz")
+    root = tmp_path_factory.mktemp("fuzz") / "packages"
+    root.mkdir()
+    write_secret(root)
     location = with_version(mutant, 7).write(root, 7)
     result, _ = load_package(str(location), LoadOptions())  # (raising fails the test)
     check_loaded(result)
@@ -228,8 +251,9 @@ def check_serving(base: str, pprof: str, locations: list[Path]) -> None:
         assert status < 500, (entry["path"], status)
         doc = json.loads(body)
         for asset in doc.get("assets", [])[:40]:
-            status, _ = get(base + urllib.parse.quote(asset, safe="/"))
+            status, body = get(base + urllib.parse.quote(asset, safe="/"))
             assert status < 500, (asset, status)
+            assert SECRET not in body, asset
 
 
 def tracebacks(log: str) -> list[str]:
@@ -270,6 +294,7 @@ def test_mutants_at_start_up_and_through_live_reload(
     tmp = tmp_path_factory.mktemp("fuzzproc")
     root = tmp / "packages"
     pf.write_dir(root, "good", "1.0.0")
+    write_secret(root)
     first = [with_version(m, i).write(root, i) for i, m in enumerate(at_start)]
     config = write_config(tmp / "config.yml", [root])
     port = free_port()
