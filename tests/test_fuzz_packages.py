@@ -8,8 +8,8 @@ overwritten or cut off. They are loaded in this process (many, fast), then by a 
 ``eprd`` process at start-up and through its live reload. Asserted: loading never raises, a
 rejection has a reason any JSON document can carry, the process stays up and serves the good
 package, every mutant it does not serve is listed in ``/debug/pprof/snapshot``, no request
-for a served package's documents or files answers 5xx or holds the secret, the log has no traceback (the
-supervisor's excepted) and SIGTERM exits 0.
+for a served package's documents or files answers 5xx or holds the secret, the log has no
+traceback (the supervisor's excepted) and SIGTERM exits 0.
 
 ``EPRD_FUZZ_EXAMPLES`` sets how many mutants each part tries (CI: 100 in process and 24 through
 the process); the long run is ``EPRD_FUZZ_EXAMPLES=300 .venv/bin/python -m pytest -q
