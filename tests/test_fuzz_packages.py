@@ -88,6 +88,7 @@ class Mutant:
                 fh.write(content)
         for rel in self.escapes:
             link = os.fsencode(location) + b"/" + rel
+            os.makedirs(os.path.dirname(link), exist_ok=True)
             if not os.path.lexists(link):
                 os.symlink(os.fsencode(root.parent / "outside" / "secret.txt"), link)
         return location
