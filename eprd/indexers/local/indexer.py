@@ -20,7 +20,7 @@ from eprd.indexers.combined import build
 from eprd.indexers.local.archives import ArchiveStore
 from eprd.indexers.local.collection import Collection
 from eprd.indexers.local.watcher import Watcher
-from eprd.model.files import DirFiles
+from eprd.model.files import DirFiles, PackageFileError
 from eprd.model.mediatypes import content_type, content_type_by_name, sniff
 from eprd.model.package import LoadOptions, Package, PackageError
 
@@ -69,10 +69,13 @@ class LocalIndexer(Indexer):
             return NotFound("resource not found")
         try:
             body = await asyncio.to_thread(files.read, path)
+        except PackageFileError as err:  # the zip was replaced by a damaged one since it was loaded
+            log.warning("package file cannot be read: %s", err, extra={"file.path": files.location})
+            return NotFound("resource not found")
         except Exception as err:
-            # Whatever a damaged entry raises (BadZipFile for a bad CRC, zlib.error, NotImplementedError
-            # for an unknown method, RuntimeError for encryption, EOFError, OSError): this file cannot
-            # be served, the package and the server stay up.
+            # Whatever else a damaged entry raises (zlib.error, NotImplementedError for an unknown
+            # method, RuntimeError for encryption, EOFError, OSError): this file cannot be served,
+            # the package and the server stay up.
             reason = f"cannot read package file {files.location}:{path}: {type(err).__name__}: {err}"
             return Failed(reason, 404, "resource not found", err)
         return MemoryFile(
@@ -87,9 +90,12 @@ class LocalIndexer(Indexer):
             return Failed(f"no archive cache to build the download of {package.location}")
         try:
             path = await self.archives.get(package, fmt)
+        except PackageFileError as err:  # a file of the package cannot be read any more
+            log.warning("package archive cannot be built: %s", err, extra={"file.path": package.location})
+            return NotFound("artifact not found")
         except Exception as err:
-            # A package whose files cannot all be read now (a damaged zip entry, a file removed or
-            # renamed since loading): no archive to send, rather than a 500 or a cut-off body.
+            # Any other failure to read the package's files (a file removed or renamed since loading,
+            # a damaged entry): no archive to send, rather than a 500 or a cut-off body.
             reason = f"cannot build archive of {package.location}: {type(err).__name__}: {err}"
             return Failed(reason, 404, "artifact not found", err)
         return DiskFile(path, "application/zip" if fmt == ZIP else "application/gzip")
