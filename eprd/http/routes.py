@@ -214,17 +214,17 @@ def _disk_content_type(path: str) -> str:
 async def artifact(
     registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
 ) -> web.StreamResponse:
-    return await _archive(registry, snap, args, archives.ZIP, "application/zip")
+    return await _archive(registry, request, snap, args, archives.ZIP, "application/zip")
 
 
 async def artifact_tar(
     registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
 ) -> web.StreamResponse:
-    return await _archive(registry, snap, args, archives.TAR_GZ, "application/gzip")
+    return await _archive(registry, request, snap, args, archives.TAR_GZ, "application/gzip")
 
 
 async def _archive(
-    registry: Registry, snap: Snapshot, args: tuple[str, ...], fmt: str, ctype: str
+    registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...], fmt: str, ctype: str
 ) -> web.StreamResponse:
     _, name, version = args
     item = _lookup(snap, name, version, "artifact not found")
@@ -233,11 +233,16 @@ async def _archive(
     registry.storage_request("artifacts")  # metrics: counted whatever the outcome, as the reference
     cache = cache_headers(registry.config.cache_time.catch_all)
     try:
-        path = await registry.archives.get(item.package, fmt)
+        # (never an error of the archive cache: built in memory when the cache cannot be used)
+        found = await registry.archives.fetch(item.package, fmt)
     except OSError:
         log.exception("cannot build archive", extra={"file.path": item.package.location})
         return text_error(500, "internal server error", cache)
-    return httpfiles.DiskFileResponse(path, _headers(cache), ctype)
+    if found.file is not None:
+        return httpfiles.DiskFileResponse(found.file.name, _headers(cache), ctype, file=found.file)
+    return httpfiles.bytes_response(
+        request, found.body or b"", headers=_headers(cache), content_type_value=ctype, etag=found.etag
+    )
 
 
 async def signature(
