@@ -51,7 +51,6 @@ _ARCHIVE_NAME = re.compile(r"[0-9a-f]{32}\.(?:zip|tar\.gz)")
 # left by a build that died (a killed process) and is deleted by eviction.
 _ABANDONED_S = 3600.0
 _BUILD_ATTEMPTS = 3  # builds of a folder that keeps changing while it is read, before giving up caching
-_CACHE_RETRY_S = 30.0  # after a cache failure, downloads skip the cache this long (built in memory)
 # Zip (DOS) timestamps hold 1980-01-01 to 2107-12-31; clamp rather than fail the download.
 _DOS_MIN, _DOS_MAX = 315532800, 4354819198
 
@@ -226,6 +225,7 @@ class ArchiveStore:
     """Builds archives into ``folder`` on demand, one build per content key at a time."""
 
     recent_s = 60.0  # an archive used this recently is never evicted: a download may be opening it
+    cache_retry_s = 30.0  # after a cache failure, builds skip the cache this long (built in memory)
 
     def __init__(self, folder: str, max_bytes: int = 2 * 1024**3) -> None:
         self.folder = folder
@@ -406,7 +406,7 @@ class ArchiveStore:
 
     def _cache_failed(self, err: OSError) -> None:
         with self._state:
-            self._skip_cache_until = time.monotonic() + _CACHE_RETRY_S
+            self._skip_cache_until = time.monotonic() + self.cache_retry_s
             first, self._cache_broken = not self._cache_broken, True
         if first:
             log.warning(
