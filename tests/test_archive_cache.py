@@ -39,6 +39,8 @@ PARALLEL = 12
 ROUNDS = 3
 VERSION = "1.0.0"
 CACHE_WARNING = "archive cache cannot be used"
+# Warnings only: the fixture reads the process's output when it stops, and a full pipe would stall it.
+QUIET = ("-log-level", "warn")
 
 
 def write_packages(root: Path, count: int, blob: int = 2000) -> dict[str, dict[str, bytes]]:
@@ -152,9 +154,7 @@ async def test_concurrent_first_downloads_from_the_eprd_process_with_a_tiny_cach
     expected = write_packages(tmp_path / "packages", PACKAGES)
     config = write_config(tmp_path / "config.yml", [tmp_path / "packages"])
     process = eprd_process(
-        # (warnings only: the fixture reads the process's output when it stops, not before)
-        ["-config", str(config), "-require-package-signatures=false", "-archive-cache-size", "1"]
-        + ["-log-level", "warn"]
+        ["-config", str(config), "-require-package-signatures=false", "-archive-cache-size", "1", *QUIET]
     )
     await wait_healthy(process, http)
     folder = tmp_path / "cache" / "archives"
@@ -306,7 +306,7 @@ async def test_eprd_starts_and_serves_downloads_with_a_cache_dir_under_a_file(tm
     (tmp_path / "plain-file").write_text("a file where the cache folder should be")
     config = write_config(tmp_path / "config.yml", [tmp_path / "packages"])
     process = eprd_process(
-        ["-config", str(config), "-require-package-signatures=false", "-log-level", "warn"],
+        ["-config", str(config), "-require-package-signatures=false", *QUIET],
         env={"EPR_CACHE_DIR": str(tmp_path / "plain-file" / "cache")},
     )
     await wait_healthy(process, http)
