@@ -372,3 +372,15 @@ def test_equal_content_gives_equal_tar_gz_bytes(tmp_path):
     time.sleep(1.1)  # gzip headers hold a time in seconds: a second later it would differ
     write_tar_gz(files, "pkg00-1.0.0", second)
     assert first.getvalue() == second.getvalue()
+
+
+async def test_files_dated_outside_what_zip_can_hold_still_download(tmp_path, serve, http):
+    version = pf.write_dir(tmp_path / "packages", "dated", VERSION)
+    os.utime(version / "docs" / "README.md", (7_258_118_400, 7_258_118_400))  # year 2200
+    os.utime(version / "changelog.yml", (0, 0))  # 1970, before zip's 1980
+    expected = pf.package_files("dated", VERSION)
+    _, base = await serve(registry=registry_for(tmp_path / "packages", ArchiveStore(str(tmp_path / "arc"))))
+    for fmt in (ZIP, TAR_GZ):
+        async with http.get(f"{base}/epr/dated/dated-{VERSION}.{fmt}") as response:
+            assert response.status == 200, fmt
+            assert archive_files(fmt, await response.read(), f"dated-{VERSION}") == expected
