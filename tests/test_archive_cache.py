@@ -25,10 +25,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from eprd.catalog.snapshot import Snapshot
 from eprd.config import Config
-from eprd.http.server import Registry
+from eprd.http.registry import Registry
+from eprd.indexers.combined import build
 from eprd.indexers.local.archives import TAR_GZ, ZIP, ArchiveStore, write_tar_gz, write_zip
-from eprd.indexers.local.collection import load_snapshot
+from eprd.indexers.local.collection import Collection
+from eprd.indexers.local.indexer import load_snapshot, local_indexers
 from eprd.model.files import DirFiles
 from eprd.model.package import LoadOptions
 from tests import pkgfactory as pf
@@ -125,8 +128,17 @@ def aging(folder: Path) -> Iterator[None]:
 
 
 def registry_for(root: Path, store: ArchiveStore) -> Registry:
-    snapshot = load_snapshot([str(root)], LoadOptions(require_signature=False))
-    return Registry(Config(package_paths=(str(root),)), snapshot, store)
+    """A registry serving the packages under ``root`` through the local indexers, downloads from ``store``."""
+    collection = Collection([str(root)], LoadOptions(require_signature=False))
+    collection.load_all()
+    indexers = local_indexers(collection, store)
+    snapshot: Snapshot = build(indexers)
+    return Registry(Config(package_paths=(str(root),)), snapshot, indexers)
+
+
+def use_store(registry: Registry, store: ArchiveStore) -> None:
+    for indexer in registry.indexers.values():
+        indexer.archives = store  # type: ignore[attr-defined]
 
 
 # --- concurrent first downloads with eviction running -------------------------------------------
@@ -142,7 +154,7 @@ async def test_concurrent_first_downloads_with_constant_eviction_all_answer_whol
         folder = tmp_path / f"archives-{round_}"  # a fresh cache: every download is a first one
         store = ArchiveStore(str(folder), max_bytes=1)
         store.recent_s = 0.0  # evict whatever is not being built, however recent
-        registry.archives = store
+        use_store(registry, store)
         with aging(folder):
             results = await download_all(http, base, sorted(expected))
         check_downloads(results, expected)
