@@ -86,9 +86,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check_flags(options: flags.Options) -> None:
-    for feature in ("feature-proxy-mode", "feature-storage-indexer", "feature-sql-storage-indexer"):
+    for feature in ("feature-storage-indexer", "feature-sql-storage-indexer"):
         if options[feature]:
             raise ValueError(f"-{feature} is not supported: {flags.NOT_IN_EPRD}")
+    if options["feature-proxy-mode"]:
+        from eprd.indexers.proxy import check_proxy_to
+
+        check_proxy_to(options["proxy-to"], options["proxy-allow-insecure"])
+        if options["proxy-timeout"] <= 0:
+            raise ValueError("-proxy-timeout must be greater than 0")
     if options["package-paths-workers"] <= 0:
         raise ValueError("package-paths-workers must be greater than 0")
     if options["log-type"] not in logs.LOG_TYPES:

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import time
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -29,6 +30,10 @@ from eprd.ops.accesslog import AccessLog
 from eprd.ops.apm import Apm, TracedCollection
 from eprd.ops.diagnostics import Diagnostics
 from eprd.ops.metrics import Metrics, make_metrics_app
+
+if TYPE_CHECKING:
+    from eprd.indexers.proxy.proxy import ProxyMode
+    from eprd.upstream.client import Upstream
 
 log = logging.getLogger("eprd")
 
@@ -80,10 +85,13 @@ async def _serve_registry(
         },
     )
     if len(snapshot) == 0:
-        if not options["package-paths-enable-watcher"]:
+        if options["feature-proxy-mode"]:
+            log.info("No local packages found, serving the packages of -proxy-to")
+        elif not options["package-paths-enable-watcher"]:
             log.critical("Init failed: No local packages found.")
             return 1
-        log.warning("No local packages found, waiting for packages to appear")
+        else:
+            log.warning("No local packages found, waiting for packages to appear")
     favicon = None
     if options["favicon"]:
         try:
@@ -101,6 +109,8 @@ async def _serve_registry(
     )
     registry.watcher = watcher
     ops.attach(registry)  # metrics, APM and diagnostics follow the registry (before make_app)
+    if options["feature-proxy-mode"]:  # PROXY HOOK (issue 13): the lead moves this onto the Indexer seam
+        registry.fallback = ops.proxy_mode(options, archives)
     if logs.LEVELS[options["log-level"]] <= logging.INFO:
         registry.access_log = AccessLog(options["log-type"], extra=logs.service_fields())
     runner = web.AppRunner(
@@ -161,6 +171,7 @@ class _Operations:
         self.metrics = Metrics() if options["metrics-address"] else None
         self.diagnostics = Diagnostics() if options["httpprof"] else None
         self.runners: list[web.AppRunner] = []
+        self.upstream: Upstream | None = None  # the shared outgoing client (proxy mode)
         self._traced: TracedCollection | None = None
 
     async def _listen(self, app: web.Application, flag: str, shutdown_timeout: float) -> bool:
@@ -207,8 +218,35 @@ class _Operations:
         combined.on_rebuild.append(self.metrics.on_rebuild)
         return await self._listen(make_metrics_app(self.metrics), "metrics-address", 5.0)
 
+    def proxy_mode(self, options: flags.Options, archives: ArchiveStore) -> ProxyMode:
+        """-feature-proxy-mode: the shared upstream client, the upstream cache, the merge."""
+        from eprd.indexers.proxy.cache import UpstreamCache
+        from eprd.indexers.proxy.proxy import ProxyMode
+        from eprd.indexers.proxy.pulled import PulledFiles
+        from eprd.upstream.client import Upstream
+        from eprd.upstream.observe import OpsObserver
+
+        self.upstream = Upstream(
+            timeout=options["proxy-timeout"],
+            attempts=5,
+            deadline=3 * options["proxy-timeout"],
+            observer=OpsObserver(self.metrics, self.apm),
+        )
+        cache = UpstreamCache(
+            self.upstream,
+            os.path.join(flags.cache_dir(options), "proxy"),
+            cache_time=options["proxy-cache-time"],
+            stale_if_error=options["proxy-stale-if-error"],
+            on_stale=self.metrics.proxy_stale if self.metrics is not None else None,
+        )
+        pulled = PulledFiles(self.upstream, archives) if options["proxy-cache-artifacts"] else None
+        log.info("proxy mode", extra={"url.full": options["proxy-to"], "pull_through": pulled is not None})
+        return ProxyMode(options["proxy-to"], cache, pulled)
+
     async def close(self) -> None:
         """After the API listener has drained: close the side listeners, flush APM."""
+        if self.upstream is not None:
+            await self.upstream.close()
         if self.diagnostics is not None:
             self.diagnostics.close()
         for runner in reversed(self.runners):

@@ -19,6 +19,7 @@ from eprd.ops.accesslog import AccessLog
 
 if TYPE_CHECKING:
     from eprd.indexers.local.watcher import Watcher
+    from eprd.indexers.proxy.proxy import ProxyMode
     from eprd.ops.apm import Apm
     from eprd.ops.metrics import Metrics
 
@@ -53,6 +54,8 @@ class Registry:
         self.access_log: AccessLog | None = None
         self.metrics: Metrics | None = None  # -metrics-address (eprd.metrics); set before make_app
         self.apm: Apm | None = None  # ELASTIC_APM_SERVER_URL (eprd.apm)
+        # PROXY HOOK (issue 13): -feature-proxy-mode's upstream, asked by the handlers; None when off.
+        self.fallback: ProxyMode | None = None
         # id(request) -> (route template, started, trace) from observe() to the make_app wrapper,
         # which reports requests once their responses are sent; None: reported from observe().
         self._sending: dict[int, tuple[str | None, float, dict[str, Any]]] | None = None

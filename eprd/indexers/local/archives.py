@@ -420,6 +420,10 @@ class ArchiveStore:
         if recovered:
             log.info("archive cache can be used again", extra={"file.path": self.folder})
 
+    def make_room(self, keep: str) -> None:
+        """After a file was added to the folder by someone else (proxy mode's pulled files)."""
+        self._evict(keep)
+
     def _evict(self, keep: str) -> None:
         """Delete the least recently used archives while the folder holds more than ``max_bytes``.
 
