@@ -232,10 +232,13 @@ async def test_eviction_removes_abandoned_builds_and_leaves_other_files_alone(tm
     old = folder / ("0" * 32 + ".zip")
     old.write_bytes(b"an old archive")
     os.utime(old, (1_000_000, 1_000_000))
+    pulled = folder / ("remote-" + "a" * 64 + ".zip.sig")  # proxy mode's files share the folder and its size
+    pulled.write_bytes(b"a signature")
+    os.utime(pulled, (1_000_000, 1_000_000))
     package = next(iter(load_snapshot([str(root)], LoadOptions(require_signature=False)).packages.values()))
     path = await store.get(package.package, TAR_GZ)
     assert os.path.exists(path)
-    assert not abandoned.exists() and not old.exists()
+    assert not abandoned.exists() and not old.exists() and not pulled.exists()
     assert in_progress.exists() and foreign.exists()
 
 

@@ -46,7 +46,9 @@ ZIP = "zip"
 TAR_GZ = "tar.gz"
 
 _BUILDING = ".building-"  # prefix of archives being written (temporary files)
-_ARCHIVE_NAME = re.compile(r"[0-9a-f]{32}\.(?:zip|tar\.gz)")
+# What eviction may delete: built archives, and proxy mode's pulled files (eprd.indexers.proxy.pulled).
+# Anything else in the folder is not eprd's and is left alone.
+_CACHED_NAME = re.compile(r"[0-9a-f]{32}\.(?:zip|tar\.gz)|remote-[0-9a-f]{64}(?:\.[^/]*)?")
 # A file another process is writing is touched with every write; one untouched this long was
 # left by a build that died (a killed process) and is deleted by eviction.
 _ABANDONED_S = 3600.0
@@ -284,7 +286,7 @@ class ArchiveStore:
         for _ in range(_BUILD_ATTEMPTS):
             key = await self._key(package)
             path = os.path.join(self.folder, f"{key}.{fmt}")
-            opened = await loop.run_in_executor(None, self._open_cached, path)
+            opened = await loop.run_in_executor(None, self.open_cached, path)
             if opened is not None:
                 return Archive(file=opened)
             built = await self._build_once(package, fmt, path)
@@ -296,8 +298,12 @@ class ArchiveStore:
         built = await loop.run_in_executor(None, self._build_in_memory, package, fmt)
         return Archive(body=built.body, etag=f'"{built.key}-{len(built.body or b""):x}"')
 
-    def _open_cached(self, path: str) -> BinaryIO | None:
-        """The cached archive at ``path``, open (so eviction can no longer take it), or None."""
+    def open_cached(self, path: str) -> BinaryIO | None:
+        """The cached file at ``path``, open (so eviction can no longer take it) and marked used, or None.
+
+        For any file kept in the folder (proxy mode's pulled files too): checking that it exists
+        and then opening it later would race with eviction by another thread or process.
+        """
         try:
             fh = open(path, "rb")  # noqa: SIM115 (handed to the response, which closes it)
         except OSError:
@@ -463,7 +469,7 @@ class ArchiveStore:
                             os.unlink(entry.path)
                         continue
                     found.append((now, st.st_size, ""))  # counts, never evicted: being written
-                elif _ARCHIVE_NAME.fullmatch(entry.name):
+                elif _CACHED_NAME.fullmatch(entry.name):
                     found.append((max(st.st_atime, st.st_mtime), st.st_size, entry.path))
         total = sum(size for _, size, _ in found)
         recent = now - self.recent_s
