@@ -14,6 +14,7 @@ import io
 import logging
 import os
 import random
+import shutil
 import subprocess
 import tarfile
 import threading
@@ -399,3 +400,41 @@ async def test_files_dated_outside_what_zip_can_hold_still_download(tmp_path, se
         async with http.get(f"{base}/epr/dated/dated-{VERSION}.{fmt}") as response:
             assert response.status == 200, fmt
             assert archive_files(fmt, await response.read(), f"dated-{VERSION}") == expected
+
+
+async def test_downloads_of_a_folder_whose_files_come_and_go_while_it_is_archived(tmp_path, serve, http):
+    version = pf.write_dir(tmp_path / "packages", "churn", VERSION)
+    stable = pf.package_files("churn", VERSION)
+    churned = b"churn\n" * 2000
+    store = ArchiveStore(str(tmp_path / "arc"), max_bytes=1)
+    store.recent_s = 0.0
+    _, base = await serve(registry=registry_for(tmp_path / "packages", store))
+    stop = threading.Event()
+
+    def churn() -> None:  # files appear (whole, by rename) and vanish, as a sync tool would do
+        staging = tmp_path / "staging"
+        staging.write_bytes(churned)
+        i = 0
+        while not stop.is_set():
+            target = version / "docs" / f"churn-{i % 7}.md"
+            if target.exists():
+                target.unlink()
+            else:
+                shutil.copyfile(staging, tmp_path / "next")
+                os.replace(tmp_path / "next", target)
+            i += 1
+            stop.wait(0.0005)
+
+    thread = threading.Thread(target=churn, daemon=True)
+    thread.start()
+    try:
+        for _ in range(15):
+            for fmt in (ZIP, TAR_GZ):
+                async with http.get(f"{base}/epr/churn/churn-{VERSION}.{fmt}") as response:
+                    assert response.status == 200, fmt
+                    files = archive_files(fmt, await response.read(), f"churn-{VERSION}")
+                assert {k: files[k] for k in stable} == stable
+                assert all(files[k] == churned for k in files.keys() - stable.keys())
+    finally:
+        stop.set()
+        thread.join(10)

@@ -122,7 +122,10 @@ def _entries(files: PackageFiles) -> list[Entry]:
 
 
 def _read(files: PackageFiles, path: str) -> bytes:
-    """A package file's content. Errors of the package, never of the output, are raised from here."""
+    """A package file's content. Errors of the package, never of the output, are raised from here.
+
+    _Changed when a listed file of a folder vanished since it was listed.
+    """
     try:
         if not isinstance(files, DirFiles):
             return files.read(path)
@@ -169,10 +172,21 @@ class _ZipInfo(zipfile.ZipInfo):
             return os.fsencode(self.filename), self.flag_bits
 
 
-def write_zip(files: PackageFiles, top: str, out: BinaryIO) -> None:
-    """Zip a package folder as the reference does: depth-first, folders as entries, deflated."""
+def write_zip(files: PackageFiles, top: str, out: BinaryIO, *, skip_vanished: bool = False) -> None:
+    """Zip a package folder as the reference does: depth-first, folders as entries, deflated.
+
+    ``skip_vanished`` leaves out a listed file that is gone when it is read, rather than raising.
+    """
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for entry in _entries(files):
+            body = b""
+            if not entry.is_dir:
+                try:
+                    body = _read(files, entry.path)
+                except _Changed:
+                    if not skip_vanished:
+                        raise
+                    continue
             info = _ZipInfo(
                 f"{top}/{entry.path}" + ("/" if entry.is_dir else ""), _dos_time(_mtime(files, entry.path))
             )
@@ -182,11 +196,11 @@ def write_zip(files: PackageFiles, top: str, out: BinaryIO) -> None:
                 continue
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o100644 << 16
-            archive.writestr(info, _read(files, entry.path))
+            archive.writestr(info, body)
 
 
-def write_tar_gz(files: PackageFiles, top: str, out: BinaryIO) -> None:
-    """The same folder and files as the zip, as a gzip'd tar."""
+def write_tar_gz(files: PackageFiles, top: str, out: BinaryIO, *, skip_vanished: bool = False) -> None:
+    """The same folder and files as the zip, as a gzip'd tar (``skip_vanished`` as for the zip)."""
     # gzip's header time is left 0 (as Go's gzip writer does), so equal content gives equal bytes.
     with (
         gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as packed,
@@ -200,20 +214,25 @@ def write_tar_gz(files: PackageFiles, top: str, out: BinaryIO) -> None:
                 info.mode = 0o755
                 archive.addfile(info)
                 continue
-            body = _read(files, entry.path)
+            try:
+                body = _read(files, entry.path)
+            except _Changed:
+                if not skip_vanished:
+                    raise
+                continue
             info.size = len(body)
             info.mode = 0o644
             archive.addfile(info, io.BytesIO(body))
 
 
-def _write(package: Package, fmt: str, out: BinaryIO) -> None:
+def _write(package: Package, fmt: str, out: BinaryIO, skip_vanished: bool = False) -> None:
     """Write the ``fmt`` archive of ``package`` to ``out``.
 
     Raises _Changed when a listed file vanished, ArchiveError when the package cannot be read
     (both from the reads); any other OSError comes from ``out``.
     """
     writer = write_zip if fmt == ZIP else write_tar_gz
-    writer(package.files, top_folder(package), out)
+    writer(package.files, top_folder(package), out, skip_vanished=skip_vanished)
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,8 +409,10 @@ class ArchiveStore:
             key = self._content_key(package)
             out = io.BytesIO()
             try:
-                _write(package, fmt, out)  # type: ignore[arg-type]
-            except _Changed as err:
+                # The last try leaves out files that vanish as they are read: a folder that never
+                # stops changing (a sync tool at work) still gets a valid archive of whole files.
+                _write(package, fmt, out, skip_vanished=attempt == _BUILD_ATTEMPTS - 1)  # type: ignore[arg-type]
+            except _Changed as err:  # (on the last try: a folder removed while it was walked)
                 if attempt == _BUILD_ATTEMPTS - 1:
                     raise ArchiveError(f"package files keep changing: {err}") from err
                 continue
