@@ -68,6 +68,7 @@ FLAGS: tuple[FlagSpec, ...] = (
     FlagSpec("cache-dir", str, "", "Folder for built archives and the index cache (default: a temp folder)."),
     FlagSpec("archive-cache-size", int, 2 * 1024**3, "Bytes of download archives kept in -cache-dir."),
     FlagSpec("favicon", str, "", "Path of an .ico file to serve at /favicon.ico instead of eprd's own icon."),
+    FlagSpec("ui", bool, True, "Serve the catalog page at /ui/ on the API listener."),
     FlagSpec("shutdown-timeout", float, 30.0, "Seconds in-flight requests get to finish on SIGTERM."),
     FlagSpec(
         "feature-proxy-mode", bool, False, "Add the packages of the -proxy-to registry to the local ones."

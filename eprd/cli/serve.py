@@ -106,6 +106,7 @@ async def _serve_registry(
         indexers,
         allow_unknown_query_parameters=options["allow-unknown-query-parameters"],
         favicon=favicon,
+        ui=options["ui"],
     )
     registry.watcher = watcher
     ops.attach(registry)  # metrics, APM and diagnostics follow the registry (before make_app)
@@ -144,7 +145,7 @@ async def _serve_registry(
     # change what is loaded.
     await asyncio.to_thread(collection.save_cache)
     watch_task = asyncio.create_task(
-        combined.run(lambda: registry.snapshot, lambda new: setattr(registry, "snapshot", new)),
+        combined.run(lambda: registry.snapshot, registry.swap),
         name="eprd-indexers",
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,7 @@ class Registry:
         indexers: Sequence[Indexer],
         allow_unknown_query_parameters: bool = True,
         favicon: bytes | None = None,
+        ui: bool = False,
     ) -> None:
         self.config = config
         self.snapshot = snapshot
@@ -59,6 +60,15 @@ class Registry:
         # id(request) -> (route template, started, trace) from observe() to the make_app wrapper,
         # which reports requests once their responses are sent; None: reported from observe().
         self._sending: dict[int, tuple[str | None, float, dict[str, Any]]] | None = None
+        self.ui = ui  # -ui: the catalog page at /ui/ (eprd.http.ui)
+        # Told each new snapshot once it is served (the catalog page's live updates).
+        self.on_swap: list[Callable[[Snapshot], None]] = []
+
+    def swap(self, snapshot: Snapshot) -> None:
+        """Serve ``snapshot`` from now on; requests in flight keep the one they took."""
+        self.snapshot = snapshot
+        for callback in self.on_swap:
+            callback(snapshot)
 
     def is_ready(self) -> bool:
         return not self.shutting_down and all(i.is_ready() for i in self.indexers.values())

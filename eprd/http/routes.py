@@ -327,8 +327,10 @@ def match(path: str) -> tuple[Route, tuple[str, ...]] | None:
     return None
 
 
-def make_dispatcher(registry: Registry) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """The single aiohttp handler behind every path."""
+def make_dispatcher(
+    registry: Registry, ui: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The single aiohttp handler behind every path; ``ui`` serves /ui and /ui/... (-ui)."""
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
@@ -342,7 +344,11 @@ def make_dispatcher(registry: Registry) -> Callable[[web.Request], Awaitable[web
         else:
             found = match(path)
             if found is None:
-                response = text_error(404, "404 page not found")
+                # Tried only once no reference route matched, so they pay nothing for it.
+                if ui is not None and (path == "/ui" or path.startswith("/ui/")):
+                    response = await ui(request)
+                else:
+                    response = text_error(404, "404 page not found")
             else:
                 route, args = found
                 if route.trailing_slash != path.endswith("/"):
