@@ -30,7 +30,7 @@ from eprd.catalog.snapshot import Snapshot
 from eprd.config import Config
 from eprd.http.registry import Registry
 from eprd.indexers.combined import build
-from eprd.indexers.local.archives import TAR_GZ, ZIP, ArchiveStore, write_tar_gz, write_zip
+from eprd.indexers.local.archives import TAR_GZ, ZIP, ArchiveStore, write_tar_gz
 from eprd.indexers.local.collection import Collection
 from eprd.indexers.local.indexer import load_snapshot, local_indexers
 from eprd.model.files import DirFiles
@@ -355,29 +355,6 @@ async def test_downloads_of_folder_packages_with_odd_file_names(tmp_path, serve,
         async with http.get(f"{base}/epr/odd/odd-{VERSION}.{fmt}") as response:
             assert response.status == 200, fmt
             assert archive_files(fmt, await response.read(), f"odd-{VERSION}") == expected
-
-
-def test_names_that_are_not_utf8_go_into_archives_as_their_bytes(tmp_path):
-    root = tmp_path / "pkg"
-    (root / "docs").mkdir(parents=True)
-    raw = b"docs/\xff\xfe.md"
-    with open(os.path.join(os.fsencode(root), raw), "wb") as fh:
-        fh.write(b"latin-1 named")
-    (root / "manifest.yml").write_text("name: raw\n")
-    files = DirFiles(str(root))
-    name = os.fsdecode(raw)
-    zipped = io.BytesIO()
-    write_zip(files, "raw-1.0.0", zipped)
-    with zipfile.ZipFile(io.BytesIO(zipped.getvalue())) as archive:
-        assert archive.testzip() is None
-        # Without the UTF-8 flag, zipfile reads the name as cp437: the bytes are the ones on disk.
-        raw_names = [i.filename.encode("cp437") for i in archive.infolist() if not i.flag_bits & 0x800]
-        assert b"raw-1.0.0/" + raw in raw_names
-    tarred = io.BytesIO()
-    write_tar_gz(files, "raw-1.0.0", tarred)
-    with tarfile.open(fileobj=io.BytesIO(tarred.getvalue()), mode="r:gz") as archive:
-        member = archive.getmember(f"raw-1.0.0/{name}")
-        assert archive.extractfile(member).read() == b"latin-1 named"
 
 
 def test_equal_content_gives_equal_tar_gz_bytes(tmp_path):

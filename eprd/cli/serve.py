@@ -30,6 +30,7 @@ from eprd.ops.accesslog import AccessLog
 from eprd.ops.apm import Apm, TracedCollection
 from eprd.ops.diagnostics import Diagnostics
 from eprd.ops.metrics import Metrics, make_metrics_app
+from eprd.ops.supervise import Supervisor
 
 if TYPE_CHECKING:
     from eprd.indexers.proxy.proxy import ProxyMode
@@ -144,20 +145,45 @@ async def _serve_registry(
     # Written (and stamped, see Collection.save_cache) once serving, before the watcher can
     # change what is loaded.
     await asyncio.to_thread(collection.save_cache)
+    # Each indexer's background task (the watcher) runs supervised: restarted when it fails.
     watch_task = asyncio.create_task(
-        combined.run(lambda: registry.snapshot, registry.swap),
+        combined.run(lambda: registry.snapshot, registry.swap, start=ops.supervisor.start),
         name="eprd-indexers",
     )
 
     await stop.wait()
     log.info("shutting down: no new connections, waiting for requests in flight")
     registry.shutting_down = True
-    await combined.close()  # stops the watcher, which ends its task
-    await watch_task
-    await asyncio.to_thread(collection.save_cache)  # keep the next start warm (no-op if unchanged)
-    await runner.cleanup()
+    await _stop(combined, watch_task, collection, runner, ops, options["shutdown-timeout"])
     log.info("stopped")
     return 0
+
+
+async def _stop(
+    combined: Combined,
+    watch_task: asyncio.Task[None],
+    collection: Collection,
+    runner: web.AppRunner,
+    ops: _Operations,
+    timeout: float,
+) -> None:
+    """The graceful stop: each step runs whatever happened before it (SIGTERM always exits 0)."""
+
+    async def tasks() -> None:
+        await combined.close()  # stops the watcher, which ends its task
+        await ops.supervisor.stop(max(timeout, 1.0))
+        await watch_task
+
+    steps = (
+        ("background tasks", tasks),
+        ("index cache", lambda: asyncio.to_thread(collection.save_cache)),  # keeps the next start warm
+        ("listener", runner.cleanup),
+    )
+    for what, step in steps:
+        try:
+            await step()
+        except Exception:
+            log.error("shutting down: stopping the %s failed", what, exc_info=True)
 
 
 # --- operations: metrics, APM and diagnostics around the API (eprd.metrics, eprd.apm, eprd.diagnostics)
@@ -174,6 +200,8 @@ class _Operations:
         self.runners: list[web.AppRunner] = []
         self.upstream: Upstream | None = None  # the shared outgoing client (proxy mode)
         self._traced: TracedCollection | None = None
+        # Every background task (the watcher, ...): failures are logged, counted and restarted.
+        self.supervisor = Supervisor()
 
     async def _listen(self, app: web.Application, flag: str, shutdown_timeout: float) -> bool:
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
@@ -210,8 +238,10 @@ class _Operations:
         registry.metrics = self.metrics
         if self.metrics is not None:
             self.metrics.bind(registry)
+            self.supervisor.on_restart.append(self.metrics.on_task_restart)
         if self.diagnostics is not None:
             self.diagnostics.registry = registry
+            self.diagnostics.tasks_state = self.supervisor.states
 
     async def start_metrics(self, registry: Registry, combined: Combined) -> bool:
         if self.metrics is None:

@@ -286,6 +286,13 @@ class Metrics:
             registry=r,
             buckets=REBUILD_BUCKETS,
         )
+        self.task_restarts = Counter(
+            "background_task_restarts_total",
+            "Background tasks (the package path watcher, ...) that failed and were restarted",
+            ("task",),
+            namespace="eprd",
+            registry=r,
+        )
 
     # --- wiring -------------------------------------------------------------------------------
 
@@ -305,6 +312,10 @@ class Metrics:
         self.rebuild_duration.observe(seconds)
         if changes.rejected:
             self.rejections.inc(len(changes.rejected))
+
+    def on_task_restart(self, task: str) -> None:
+        """A ``Supervisor.on_restart`` callback."""
+        self.task_restarts.labels(task).inc()
 
     def observe_indexer(self, indexer: str, seconds: float) -> None:
         self.indexer_get.labels(indexer).observe(seconds)

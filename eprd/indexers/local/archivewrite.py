@@ -1,6 +1,6 @@
 """Writing download archives of packages: the zip (as the reference builds it) and the tar.gz.
 
-Names go into archives as the package listing gave them (any byte a file system allows), and
+Names go into archives as the package listing gave them (``\\``, ``%2e``, ``?``...), and
 reads tell the package's own errors (:class:`ArchiveError`, :class:`FilesChanged`) apart from
 errors of the output, so that the archive cache (:mod:`eprd.indexers.local.archives`) knows a
 cache problem, which never fails a download, from a package problem.
@@ -121,18 +121,6 @@ def content_key(files: PackageFiles) -> str:
     return digest.hexdigest()
 
 
-class _ZipInfo(zipfile.ZipInfo):
-    """An entry whose name is written as its bytes on disk when it is not UTF-8, as Go's archive/zip does."""
-
-    __slots__ = ()
-
-    def _encodeFilenameFlags(self) -> tuple[bytes, int]:  # (zipfile's own name, overridden)
-        try:
-            return super()._encodeFilenameFlags()
-        except UnicodeEncodeError:
-            return os.fsencode(self.filename), self.flag_bits
-
-
 def write_zip(files: PackageFiles, top: str, out: BinaryIO, *, skip_vanished: bool = False) -> None:
     """Zip a package folder as the reference does: depth-first, folders as entries, deflated.
 
@@ -148,7 +136,7 @@ def write_zip(files: PackageFiles, top: str, out: BinaryIO, *, skip_vanished: bo
                     if not skip_vanished:
                         raise
                     continue
-            info = _ZipInfo(
+            info = zipfile.ZipInfo(
                 f"{top}/{entry.path}" + ("/" if entry.is_dir else ""), _dos_time(_mtime(files, entry.path))
             )
             if entry.is_dir:

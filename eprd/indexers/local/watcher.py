@@ -62,6 +62,10 @@ STEP_MS = 100
 DEBOUNCE_MS = 1000
 
 
+class WatchError(RuntimeError):
+    """The watch process failed or ended while watching: the supervisor starts the watcher again."""
+
+
 @dataclass(slots=True)
 class WatchStats:
     """Counters the metrics and diagnostics endpoints report."""
@@ -97,7 +101,10 @@ class Watcher:
     async def run(self, changed: Changed) -> None:
         """Watch until :meth:`stop`, awaiting ``changed`` after each update that changed something.
 
-        A watcher that cannot start leaves the registry serving.
+        A watcher that cannot start leaves the registry serving. Anything that goes wrong once
+        watching (a rebuild that raises, the watch process gone) raises out of here, for the
+        supervisor to log and start the watcher again: the next run compares stamps, so the
+        changes of a failed batch are picked up then.
         """
         self._changed = changed
         if self._stopped:
@@ -108,7 +115,7 @@ class Watcher:
         if not self.poll:
             self._check_watch_limit()
         loop = asyncio.get_running_loop()
-        batches: asyncio.Queue[list[str] | tuple[str, str] | None] = asyncio.Queue()
+        batches: asyncio.Queue[list[str] | tuple[Any, ...] | None] = asyncio.Queue()
         receive, send = multiprocessing.Pipe(duplex=False)
         self._process = multiprocessing.get_context("spawn").Process(
             target=watchproc.watch,
@@ -126,7 +133,8 @@ class Watcher:
         try:
             while (item := await batches.get()) is not None:
                 if item == watchproc.READY:
-                    # Changes made between loading and now were not seen: compare stamps once.
+                    # Changes made between loading (or the last run) and now were not seen:
+                    # compare stamps once.
                     await self._rebuild(self.collection.refresh)
                     self.ready.set()
                     continue
@@ -136,8 +144,11 @@ class Watcher:
                     await self._rebuild(self.collection.refresh)
                     continue
                 if isinstance(item, tuple):
-                    self._failed(item[1])
-                    break
+                    if item[2]:
+                        self._failed(item[1])  # the system refuses the watches: live reload is off
+                        return
+                    self.stats.error = item[1]
+                    raise WatchError(f"the watch process failed: {item[1]}")
                 changed = set(item)
                 while not batches.empty():  # batches that queued up during a rebuild are one batch
                     more = batches.get_nowait()
@@ -146,9 +157,11 @@ class Watcher:
                         break
                     changed |= set(more)
                 await self._rebuild(self.collection.apply, sorted(changed))
+            if not self._stopped:
+                raise WatchError("the watch process ended unexpectedly")
         finally:
             self.stats.running = False
-            self.stop()
+            self._end_process()
 
     def _check_watch_limit(self) -> None:
         """Warn when the package paths hold more folders than inotify may watch."""
@@ -176,7 +189,11 @@ class Watcher:
         )
 
     def stop(self) -> None:
+        """End :meth:`run` (after the rebuild in progress, if any); it is not started again."""
         self._stopped = True
+        self._end_process()
+
+    def _end_process(self) -> None:
         process, self._process = self._process, None
         if process is not None and process.is_alive():
             process.terminate()  # it holds no state; the reader sees the pipe close and ends the loop
