@@ -16,7 +16,7 @@ import os
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
@@ -138,9 +138,13 @@ class DiskFileResponse(web.StreamResponse):
         headers: Mapping[str, str] | CIMultiDict[str],
         content_type_value: str,
         missing: str = "resource not found",
+        *,
+        file: BinaryIO | None = None,
     ) -> None:
         super().__init__()
         self._path = path
+        # An already open file (of ``path``), sent and closed: a cache may delete the path meanwhile.
+        self._file = file
         self._extra = CIMultiDict(headers)
         self._ctype = content_type_value
         self._missing = missing
@@ -150,9 +154,10 @@ class DiskFileResponse(web.StreamResponse):
             return await super().prepare(request)
         loop = asyncio.get_running_loop()
         try:
-            fobj = await loop.run_in_executor(None, open, self._path, "rb")
+            fobj = self._file or await loop.run_in_executor(None, open, self._path, "rb")
         except OSError as err:
             return await self._not_found(request, err)
+        self._file = None
         try:
             st = os.fstat(fobj.fileno())
             self._extra.update(self.headers)  # headers the handler chain added (e.g. CORS)

@@ -113,7 +113,9 @@ def resource_response(
     ``missing`` is the endpoint's 404 text, for a file on disk gone by the time it is sent.
     """
     if isinstance(resource, DiskFile):
-        return httpfiles.DiskFileResponse(resource.path, headers_of(cache), resource.content_type, missing)
+        return httpfiles.DiskFileResponse(
+            resource.path, headers_of(cache), resource.content_type, missing, file=resource.opened
+        )
     if isinstance(resource, MemoryFile):
         return httpfiles.bytes_response(
             request,
