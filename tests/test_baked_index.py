@@ -120,7 +120,8 @@ def test_a_baked_index_is_used_after_a_copy(eprd_process, baked, tmp_path: Path,
     before = inodes(root)
     RECOPIES[recopy](root, tmp_path)
     assert inodes(root).keys() == before.keys()
-    assert all(inodes(root)[p] != before[p] for p in before)  # new inodes (and change times): what an image layer gives
+    # new inodes (and change times): what an image layer gives
+    assert all(inodes(root)[p] != before[p] for p in before)
 
     served, _ = start(eprd_process, config, cache)
     assert served["loaded"]["packages"]["from_cache"] == len(VERSIONS)

@@ -53,7 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         require_signature=options["require-package-signatures"],
     )
     if options["dry-run"]:
-        cache = os.path.join(flags.cache_dir(options), "index") if "cache-dir" in options.explicitly_set else None
+        cache = None
+        if "cache-dir" in options.explicitly_set:  # (else a dry run leaves nothing behind)
+            cache = os.path.join(flags.cache_dir(options), "index")
         return _dry_run(config, load_options, options["package-paths-workers"], cache)
     log.info("eprd starting", extra={"service.version": __version__, "eprd.api_version": API_VERSION})
     collection = Collection(
@@ -105,7 +107,9 @@ def _dry_run(config: Config, load_options: LoadOptions, workers: int, cache_fold
         snapshot = load_snapshot(config.package_paths, load_options, workers)
     else:
         started = time.monotonic()
-        collection = Collection(config.package_paths, load_options, workers=workers, cache_folder=cache_folder)
+        collection = Collection(
+            config.package_paths, load_options, workers=workers, cache_folder=cache_folder
+        )
         collection.load_all()
         snapshot = collection.snapshot()
         collection.save_cache()
