@@ -64,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers=options["package-paths-workers"],
         cache_folder=os.path.join(flags.cache_dir(options), "index"),
     )
+    if options["workers"] > 1:
+        from eprd.cli import workers  # N serving processes, loaded once (see eprd.cli.workers)
+
+        return workers.Supervisor(config, options, collection).run()
     loading = None
     if not options["httpprof"] and not apm.enabled(os.environ):
         # Loading starts while aiohttp and the operations' libraries are imported (a few tenths
@@ -83,6 +87,8 @@ def _check_flags(options: flags.Options) -> None:
             raise ValueError(f"-{feature} is not supported: {flags.NOT_IN_EPRD}")
     if options["package-paths-workers"] <= 0:
         raise ValueError("package-paths-workers must be greater than 0")
+    if options["workers"] <= 0:
+        raise ValueError("workers must be greater than 0")
     if options["log-type"] not in logs.LOG_TYPES:
         raise ValueError(f"invalid log type: {options['log-type']}")
     if options["log-level"] not in logs.LEVELS:

@@ -11,10 +11,13 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import time
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from eprd.catalog.snapshot import Snapshot
 from eprd.cli import flags
 from eprd.config import Config
 from eprd.http.server import Registry, make_app, split_address, tls_context
@@ -27,21 +30,31 @@ from eprd.ops.apm import Apm
 from eprd.ops.diagnostics import Diagnostics
 from eprd.ops.metrics import Metrics, make_metrics_app
 
+if TYPE_CHECKING:
+    from eprd.cli.workers import Member
+
 log = logging.getLogger("eprd")
 
 
 async def serve(
-    config: Config, options: flags.Options, collection: Collection, loading: Loading | None
+    config: Config,
+    options: flags.Options,
+    collection: Collection,
+    loading: Loading | None,
+    member: Member | None = None,
 ) -> int:
     """Serve ``collection`` until SIGTERM/SIGINT; the return value is the process exit code.
 
     ``loading`` is its load if already started (see :func:`eprd.cli.main`), else it is loaded here.
+    ``member``: this process is a worker of ``-workers N`` (see :mod:`eprd.cli.workers`), with the
+    collection loaded, the listening sockets bound and the watch batches fed by the supervisor.
     """
-    ops = _Operations(options)
+    ops = _Operations(options, member)
     try:
-        return await _serve_registry(config, options, collection, loading, ops)
+        return await _serve_registry(config, options, collection, loading, ops, member)
     finally:
         await ops.close()
+        sys.stderr.flush()
 
 
 async def _serve_registry(
@@ -50,31 +63,17 @@ async def _serve_registry(
     collection: Collection,
     loading: Loading | None,
     ops: _Operations,
+    member: Member | None,
 ) -> int:
     if not await ops.start_diagnostics():  # -httpprof: before loading, to see the load too
         return 1
-    if loading is None:
-        started = time.monotonic()
-        collection = ops.traced(collection)  # APM transactions around loads and snapshot builds
-        await asyncio.to_thread(collection.load_all)
+    if member is not None:
+        snapshot = member.snapshot  # loaded (and logged) by the supervisor before it forked
     else:
-        started = loading.started
-        await asyncio.wrap_future(loading.future)
-    snapshot = await asyncio.to_thread(collection.snapshot)
-    log.info(
-        "packages loaded",
-        extra={
-            "packages.served": len(snapshot),
-            "packages.rejected": len(collection.rejected),
-            "packages.from_cache": collection.reused,
-            "event.duration": int((time.monotonic() - started) * 1e9),
-        },
-    )
-    if len(snapshot) == 0:
-        if not options["package-paths-enable-watcher"]:
-            log.critical("Init failed: No local packages found.")
+        loaded = await _load(options, collection, loading, ops)
+        if loaded is None:
             return 1
-        log.warning("No local packages found, waiting for packages to appear")
+        collection, snapshot = loaded
     favicon = None
     if options["favicon"]:
         try:
@@ -93,8 +92,11 @@ async def _serve_registry(
     ops.attach(registry)  # metrics, APM and diagnostics follow the registry (before make_app)
     if logs.LEVELS[options["log-level"]] <= logging.INFO:
         registry.access_log = AccessLog(options["log-type"], extra=logs.service_fields())
+    app = make_app(registry)
+    if member is not None:
+        app.on_response_prepare.append(member.pid_header())
     runner = web.AppRunner(
-        make_app(registry),
+        app,
         access_log=None,
         handle_signals=False,
         # aiohttp waits this long for a request in flight, then as long again before it cancels
@@ -106,7 +108,11 @@ async def _serve_registry(
     ssl_context = None
     if options["tls-cert"] and options["tls-key"]:
         ssl_context = tls_context(options["tls-cert"], options["tls-key"], options["tls-min-version"])
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
+    site: web.BaseSite
+    if member is not None:
+        site = web.SockSite(runner, member.sockets["address"], ssl_context=ssl_context)
+    else:
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
     try:
         await site.start()
     except OSError as err:
@@ -124,9 +130,12 @@ async def _serve_registry(
             lambda: registry.snapshot,
             lambda new: setattr(registry, "snapshot", new),
             poll=options["package-paths-watcher-poll"],
+            feed=member.feed if member is not None else None,
         )
     if not await ops.start_metrics(registry):  # -metrics-address, after the API listener
         return 1
+    if member is not None:
+        member.start_control(loop, ops.metrics)  # the supervisor serves the group's /metrics
     # Written (and stamped, see Collection.save_cache) once serving, before the watcher can
     # change what is loaded.
     await asyncio.to_thread(collection.save_cache)
@@ -147,14 +156,47 @@ async def _serve_registry(
     return 0
 
 
+async def _load(
+    options: flags.Options, collection: Collection, loading: Loading | None, ops: _Operations
+) -> tuple[Collection, Snapshot] | None:
+    """Load (or finish loading) the collection (traced, with APM) and its first snapshot.
+
+    None when there is nothing to serve.
+    """
+    if loading is None:
+        started = time.monotonic()
+        collection = ops.traced(collection)  # APM transactions around loads and snapshot builds
+        await asyncio.to_thread(collection.load_all)
+    else:
+        started = loading.started
+        await asyncio.wrap_future(loading.future)
+    snapshot = await asyncio.to_thread(collection.snapshot)
+    log.info(
+        "packages loaded",
+        extra={
+            "packages.served": len(snapshot),
+            "packages.rejected": len(collection.rejected),
+            "packages.from_cache": collection.reused,
+            "event.duration": int((time.monotonic() - started) * 1e9),
+        },
+    )
+    if len(snapshot) == 0:
+        if not options["package-paths-enable-watcher"]:
+            log.critical("Init failed: No local packages found.")
+            return None
+        log.warning("No local packages found, waiting for packages to appear")
+    return collection, snapshot
+
+
 # --- operations: metrics, APM and diagnostics around the API (eprd.metrics, eprd.apm, eprd.diagnostics)
 
 
 class _Operations:
     """The -metrics-address and -httpprof listeners and the APM agent of one ``_serve``."""
 
-    def __init__(self, options: flags.Options) -> None:
+    def __init__(self, options: flags.Options, member: Member | None = None) -> None:
         self.options = options
+        self.member = member
         self.apm = Apm.from_environment(os.environ)
         self.metrics = Metrics() if options["metrics-address"] else None
         self.diagnostics = Diagnostics() if options["httpprof"] else None
@@ -164,8 +206,14 @@ class _Operations:
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
         await runner.setup()
         host, port = split_address(self.options[flag])
+        shared = self.member.sockets.get(flag) if self.member is not None else None
+        if self.member is not None:
+            app.on_response_prepare.append(self.member.pid_header())
         try:
-            await web.TCPSite(runner, host, port, reuse_address=True).start()
+            if shared is not None:
+                await web.SockSite(runner, shared).start()
+            else:
+                await web.TCPSite(runner, host, port, reuse_address=True).start()
         except OSError as err:
             log.critical("Init failed: cannot listen on %s (-%s): %s", self.options[flag], flag, err.strerror)
             await runner.cleanup()
@@ -196,6 +244,8 @@ class _Operations:
             return True
         if registry.watcher is not None:
             registry.watcher.on_rebuild.append(self.metrics.on_rebuild)
+        if self.member is not None:
+            return True  # the supervisor listens, and asks each worker (see Member.start_control)
         return await self._listen(make_metrics_app(self.metrics), "metrics-address", 5.0)
 
     async def close(self) -> None:

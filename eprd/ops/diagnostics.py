@@ -162,7 +162,9 @@ def dump_tasks_and_threads(loop: asyncio.AbstractEventLoop | None = None) -> str
 # --- CPU profile ----------------------------------------------------------------------------
 
 
-_SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the folder holding eprd/
+_SOURCE_ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)  # the folder holding eprd/
 
 
 @functools.lru_cache(maxsize=8192)

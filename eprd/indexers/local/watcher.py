@@ -85,7 +85,10 @@ class Watcher:
         poll: bool = False,
         step_ms: int = STEP_MS,
         debounce_ms: int = DEBOUNCE_MS,
+        feed: Connection | None = None,
     ) -> None:
+        """``feed``: batches as the watch process sends them, from elsewhere (a ``-workers``
+        supervisor runs one watch process for all); no watch process is started then."""
         self.collection = collection
         self._get = get
         self._swap = swap
@@ -96,6 +99,8 @@ class Watcher:
         self.ready = asyncio.Event()  # set once every folder is watched and missed changes are applied
         self._process: BaseProcess | None = None
         self._stopped = False  # stop() may come before run() has started (SIGTERM at start-up)
+        self._feed = feed
+        self._batches: asyncio.Queue[Any] | None = None
         self.on_rebuild: list[Callable[[Changes, float], None]] = []
 
     async def run(self) -> None:
@@ -106,19 +111,23 @@ class Watcher:
         if not paths:
             log.warning("no existing package path to watch; live reload is off")
             return
-        if not self.poll:
+        if not self.poll and self._feed is None:
             self._check_watch_limit()
         loop = asyncio.get_running_loop()
         batches: asyncio.Queue[list[str] | tuple[str, str] | None] = asyncio.Queue()
-        receive, send = multiprocessing.Pipe(duplex=False)
-        self._process = multiprocessing.get_context("spawn").Process(
-            target=watchproc.watch,
-            args=(paths, self.step_ms, self.debounce_ms, self.poll, send),
-            name="eprd-watcher",
-            daemon=True,
-        )
-        self._process.start()
-        send.close()
+        self._batches = batches
+        if self._feed is not None:
+            receive = self._feed
+        else:
+            receive, send = multiprocessing.Pipe(duplex=False)
+            self._process = multiprocessing.get_context("spawn").Process(
+                target=watchproc.watch,
+                args=(paths, self.step_ms, self.debounce_ms, self.poll, send),
+                name="eprd-watcher",
+                daemon=True,
+            )
+            self._process.start()
+            send.close()
         reader = threading.Thread(
             target=_relay, args=(receive, loop, batches), name="eprd-watch-relay", daemon=True
         )
@@ -176,6 +185,8 @@ class Watcher:
         process, self._process = self._process, None
         if process is not None and process.is_alive():
             process.terminate()  # it holds no state; the reader sees the pipe close and ends the loop
+        elif self._feed is not None and self._batches is not None:
+            self._batches.put_nowait(None)  # a feed stays open (the supervisor's): end the loop here
 
     async def _rebuild(self, update: Callable[..., Changes], *args: Any) -> None:
         started = time.monotonic()
