@@ -203,12 +203,12 @@ class _Operations:
         self.runners: list[web.AppRunner] = []
 
     async def _listen(self, app: web.Application, flag: str, shutdown_timeout: float) -> bool:
+        if self.member is not None:
+            app.on_response_prepare.append(self.member.pid_header())
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
         await runner.setup()
         host, port = split_address(self.options[flag])
         shared = self.member.sockets.get(flag) if self.member is not None else None
-        if self.member is not None:
-            app.on_response_prepare.append(self.member.pid_header())
         try:
             if shared is not None:
                 await web.SockSite(runner, shared).start()

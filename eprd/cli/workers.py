@@ -177,7 +177,7 @@ class Supervisor:
         gc.freeze()  # what was loaded stays shared: the collector no longer writes to its pages
         for index in range(self.count):
             self._start_worker(index)
-        log.info("workers started", extra={"eprd.workers": self.count, "process.pid": os.getpid()})
+        log.info("workers started", extra={"eprd.workers": self.count})
         watch = self._start_watch()
         try:
             self._loop(watch)
@@ -215,7 +215,15 @@ class Supervisor:
         member = Member(index, self.snapshot, self.sockets, feed_r, control_child)
         process = self._fork.Process(
             target=_worker_main,
-            args=(self.config, self.options, self.collection, member, self._wake_r, self._wake_w),
+            args=(
+                self.config,
+                self.options,
+                self.collection,
+                member,
+                self._wake_r,
+                self._wake_w,
+                os.getpid(),
+            ),
             name=f"eprd-worker-{index}",
         )
         process.start()
@@ -278,7 +286,11 @@ class Supervisor:
             worker.index,
             worker.process.pid,
             how,
-            extra={"eprd.worker": worker.index, "process.pid": worker.process.pid, "process.exit_code": code},
+            extra={
+                "eprd.worker.index": worker.index,
+                "eprd.worker.pid": worker.process.pid,
+                "eprd.worker.exit_code": code,
+            },
         )
         soon = time.monotonic() - worker.started < RESTART_BACKOFF
         pending_restart[worker.index] = time.monotonic() + (RESTART_BACKOFF if soon else 0.0)
@@ -386,8 +398,31 @@ class Supervisor:
         log.info("stopped")
 
 
+def _stop_with_parent(parent: int) -> None:
+    """Have the kernel send SIGTERM to this worker when the supervisor dies (even killed).
+
+    A worker left behind would keep serving stale data, and hold the supervisor's stdout and
+    stderr open (Linux only: elsewhere the worker outlives a killed supervisor).
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before the prctl
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _worker_main(
-    config: Config, options: flags.Options, collection: Collection, member: Member, wake_r: int, wake_w: int
+    config: Config,
+    options: flags.Options,
+    collection: Collection,
+    member: Member,
+    wake_r: int,
+    wake_w: int,
+    parent: int,
 ) -> None:
     """A forked worker: serve as one eprd would, on the inherited sockets."""
     import asyncio
@@ -399,6 +434,7 @@ def _worker_main(
     os.close(wake_w)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
+    _stop_with_parent(parent)
     if member.index != 0:
         collection.cache_file = None  # the first worker keeps the index cache up to date, alone
     code = asyncio.run(serve.serve(config, options, collection, None, member))
