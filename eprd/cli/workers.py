@@ -174,6 +174,8 @@ class Supervisor:
         signal.set_wakeup_fd(self._wake_w)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        if threading.active_count() > 1:  # a fork copies only this thread: say so if others run
+            log.warning("forking workers while %d threads run", threading.active_count())
         gc.freeze()  # what was loaded stays shared: the collector no longer writes to its pages
         for index in range(self.count):
             self._start_worker(index)
