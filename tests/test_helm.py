@@ -54,6 +54,12 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         },
         "config": {"packagePaths": ["/packages/package-registry/zips"]},
     },
+    "gitsync-packages": {
+        "packages": {
+            "source": "gitSync",
+            "gitSync": {"repository": "https://git.example.com/fleet/packages.git", "subPath": "packages"},
+        },
+    },
     "metrics-servicemonitor-hpa-pdb": {
         "metrics": {"enabled": True, "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
         "autoscaling": {
@@ -108,6 +114,7 @@ EXPECTED_KINDS = {
     "defaults": {"ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"},
     "pvc-packages": {"ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"},
     "configmap-packages": {"ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"},
+    "gitsync-packages": {"ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"},
     "metrics-servicemonitor-hpa-pdb": {
         "ConfigMap",
         "Deployment",
@@ -239,7 +246,7 @@ class Rendered:
 
     @property
     def container(self) -> dict[str, Any]:
-        containers = self.pod["spec"]["containers"]
+        containers = [c for c in self.pod["spec"]["containers"] if c["name"] != "git-sync"]
         assert [c["name"] for c in containers] == ["eprd"]
         return containers[0]
 
@@ -578,6 +585,28 @@ def test_packages_from_a_configmap(chart: Any, tmp_path: Path) -> None:
     assert load_config(str(config_file)).package_paths == ("/packages/package-registry/zips",)
 
 
+def test_packages_from_a_git_sync_sidecar(chart: Any, tmp_path: Path) -> None:
+    rendered = render(chart, VALUE_SETS["gitsync-packages"])
+    spec = rendered.pod["spec"]
+    # A one-time clone before eprd starts, then the sidecar that follows the branch.
+    init = {c["name"]: c for c in spec["initContainers"]}["git-sync-init"]
+    sidecar = {c["name"]: c for c in spec["containers"]}["git-sync"]
+    for container in (init, sidecar):
+        args = container["args"]
+        assert "--repo=https://git.example.com/fleet/packages.git" in args
+        assert {"--ref=main", "--root=/packages/package-registry", "--link=current", "--period=30s"} <= set(
+            args
+        )
+        assert container["volumeMounts"][0] == {"name": "packages", "mountPath": "/packages/package-registry"}
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "--one-time" in init["args"] and "--one-time" not in sidecar["args"]
+    assert rendered.volumes()["packages"] == {"name": "packages", "emptyDir": {"sizeLimit": "1Gi"}}
+    assert rendered.mounts()["/packages/package-registry"]["readOnly"] is True
+    config_file = tmp_path / "config.yml"
+    config_file.write_text(rendered.config_yml())
+    assert load_config(str(config_file)).package_paths == ("/packages/package-registry/current/packages",)
+
+
 def test_package_paths_follow_the_mount_path(chart: Any, tmp_path: Path) -> None:
     values = {"packages": {"source": "configMap", "mountPath": "/srv/zips", "configMap": {"name": "z"}}}
     rendered = render(chart, values)
@@ -654,7 +683,10 @@ def test_autoscaler_and_disruption_budget(chart: Any) -> None:
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"packages": {"source": "nfs"}}, 'packages.source must be image, pvc or configMap, not "nfs"'),
+        (
+            {"packages": {"source": "nfs"}},
+            'packages.source must be image, pvc, configMap or gitSync, not "nfs"',
+        ),
         ({"packages": {"source": "pvc"}}, "packages.source=pvc needs packages.pvc.claimName"),
         ({"packages": {"source": "configMap"}}, "packages.source=configMap needs packages.configMap.name"),
         ({"terminationGracePeriodSeconds": 35}, "must be larger than eprd.shutdownTimeoutSeconds"),
@@ -665,6 +697,10 @@ def test_autoscaler_and_disruption_budget(chart: Any) -> None:
         (
             {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}},
             "autoscaling.minReplicas (5) is larger than autoscaling.maxReplicas (2)",
+        ),
+        (
+            {"packages": {"source": "gitSync"}},
+            "packages.source=gitSync needs packages.gitSync.repository",
         ),
         (
             {"podDisruptionBudget": {"minAvailable": None, "maxUnavailable": None}},

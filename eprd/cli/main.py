@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from eprd import API_VERSION, __version__
 from eprd.cli import flags
 from eprd.config import Config, ConfigError, load_config
-from eprd.indexers.local.collection import Collection, Loading, load_snapshot
+from eprd.indexers.combined import build
+from eprd.indexers.local.collection import Collection, Loading
+from eprd.indexers.local.indexer import load_snapshot, local_indexers
 from eprd.model.package import LoadOptions
 from eprd.ops import apm, logs
 
@@ -19,11 +21,22 @@ log = logging.getLogger("eprd")
 
 TLS_VERSIONS = ("1.1", "1.2", "1.3")
 
+# Subcommands come before the server's flags (whose parsing stops at the first non-flag):
+# name -> module with ``main(argv) -> int``, imported only when it runs.
+SUBCOMMANDS = {
+    "mirror": "eprd.cli.mirror",
+}
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run eprd; the return value is the process exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in SUBCOMMANDS:
+        import importlib
+
+        return importlib.import_module(SUBCOMMANDS[args[0]]).main(args[1:])
     try:
-        options = flags.parse(sys.argv[1:] if argv is None else argv, os.environ)
+        options = flags.parse(args, os.environ)
     except flags.HelpRequested:
         print(flags.usage(), file=sys.stderr)
         return 0
@@ -117,7 +130,7 @@ def _dry_run(config: Config, load_options: LoadOptions, workers: int, cache_fold
             config.package_paths, load_options, workers=workers, cache_folder=cache_folder
         )
         collection.load_all()
-        snapshot = collection.snapshot()
+        snapshot = build(local_indexers(collection, None))
         collection.save_cache()
         log.info(
             "packages loaded",

@@ -17,21 +17,23 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from eprd.catalog.snapshot import Snapshot
 from eprd.cli import flags
 from eprd.config import Config
-from eprd.http.server import Registry, make_app, split_address, tls_context
+from eprd.http.registry import Registry
+from eprd.http.server import make_app, split_address, tls_context
+from eprd.indexers.combined import BuildRunner, Combined
 from eprd.indexers.local.archives import ArchiveStore
 from eprd.indexers.local.collection import Collection, Loading
+from eprd.indexers.local.indexer import local_indexers
 from eprd.indexers.local.watcher import Watcher
 from eprd.ops import logs
 from eprd.ops.accesslog import AccessLog
-from eprd.ops.apm import Apm
+from eprd.ops.apm import Apm, TracedCollection
 from eprd.ops.diagnostics import Diagnostics
 from eprd.ops.metrics import Metrics, make_metrics_app
 
 if TYPE_CHECKING:
-    from eprd.cli.workers import Member
+    from eprd.cli.member import Member
 
 log = logging.getLogger("eprd")
 
@@ -67,13 +69,43 @@ async def _serve_registry(
 ) -> int:
     if not await ops.start_diagnostics():  # -httpprof: before loading, to see the load too
         return 1
+    started = time.monotonic()
     if member is not None:
-        snapshot = member.snapshot  # loaded (and logged) by the supervisor before it forked
+        pass  # loaded (and logged) by the supervisor before it forked
+    elif loading is None:
+        collection = ops.traced(collection)  # APM transactions around loads and snapshot builds
+        await asyncio.to_thread(collection.load_all)
     else:
-        loaded = await _load(options, collection, loading, ops)
-        if loaded is None:
-            return 1
-        collection, snapshot = loaded
+        started = loading.started
+        await asyncio.wrap_future(loading.future)
+    watcher = None
+    if options["package-paths-enable-watcher"]:
+        watcher = Watcher(
+            collection,
+            poll=options["package-paths-watcher-poll"],
+            feed=member.feed if member is not None else None,
+        )
+    archives = ArchiveStore(os.path.join(flags.cache_dir(options), "archives"), options["archive-cache-size"])
+    indexers = local_indexers(collection, archives, watcher)
+    combined = Combined(indexers, ops.build_runner())
+    if member is not None:
+        snapshot = member.snapshot  # built before the fork: shared by every worker
+    else:
+        snapshot = await asyncio.to_thread(combined.first)
+        log.info(
+            "packages loaded",
+            extra={
+                "packages.served": len(snapshot),
+                "packages.rejected": len(collection.rejected),
+                "packages.from_cache": collection.reused,
+                "event.duration": int((time.monotonic() - started) * 1e9),
+            },
+        )
+        if len(snapshot) == 0:
+            if not options["package-paths-enable-watcher"]:
+                log.critical("Init failed: No local packages found.")
+                return 1
+            log.warning("No local packages found, waiting for packages to appear")
     favicon = None
     if options["favicon"]:
         try:
@@ -85,10 +117,11 @@ async def _serve_registry(
     registry = Registry(
         config,
         snapshot,
-        ArchiveStore(os.path.join(flags.cache_dir(options), "archives"), options["archive-cache-size"]),
+        indexers,
         allow_unknown_query_parameters=options["allow-unknown-query-parameters"],
         favicon=favicon,
     )
+    registry.watcher = watcher
     ops.attach(registry)  # metrics, APM and diagnostics follow the registry (before make_app)
     if logs.LEVELS[options["log-level"]] <= logging.INFO:
         registry.access_log = AccessLog(options["log-type"], extra=logs.service_fields())
@@ -124,68 +157,27 @@ async def _serve_registry(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if options["package-paths-enable-watcher"]:
-        registry.watcher = Watcher(
-            collection,
-            lambda: registry.snapshot,
-            lambda new: setattr(registry, "snapshot", new),
-            poll=options["package-paths-watcher-poll"],
-            feed=member.feed if member is not None else None,
-        )
-    if not await ops.start_metrics(registry):  # -metrics-address, after the API listener
+    if not await ops.start_metrics(registry, combined):  # -metrics-address, after the API listener
         return 1
     if member is not None:
         member.start_control(loop, ops.metrics)  # the supervisor serves the group's /metrics
     # Written (and stamped, see Collection.save_cache) once serving, before the watcher can
     # change what is loaded.
     await asyncio.to_thread(collection.save_cache)
-    watch_task = None
-    if registry.watcher is not None:
-        watch_task = asyncio.create_task(registry.watcher.run(), name="eprd-watcher")
+    watch_task = asyncio.create_task(
+        combined.run(lambda: registry.snapshot, lambda new: setattr(registry, "snapshot", new)),
+        name="eprd-indexers",
+    )
 
     await stop.wait()
     log.info("shutting down: no new connections, waiting for requests in flight")
     registry.shutting_down = True
-    if watch_task is not None:
-        registry.watcher.stop()
-        await watch_task
+    await combined.close()  # stops the watcher, which ends its task
+    await watch_task
     await asyncio.to_thread(collection.save_cache)  # keep the next start warm (no-op if unchanged)
     await runner.cleanup()
-    registry.close()
     log.info("stopped")
     return 0
-
-
-async def _load(
-    options: flags.Options, collection: Collection, loading: Loading | None, ops: _Operations
-) -> tuple[Collection, Snapshot] | None:
-    """Load (or finish loading) the collection (traced, with APM) and its first snapshot.
-
-    None when there is nothing to serve.
-    """
-    if loading is None:
-        started = time.monotonic()
-        collection = ops.traced(collection)  # APM transactions around loads and snapshot builds
-        await asyncio.to_thread(collection.load_all)
-    else:
-        started = loading.started
-        await asyncio.wrap_future(loading.future)
-    snapshot = await asyncio.to_thread(collection.snapshot)
-    log.info(
-        "packages loaded",
-        extra={
-            "packages.served": len(snapshot),
-            "packages.rejected": len(collection.rejected),
-            "packages.from_cache": collection.reused,
-            "event.duration": int((time.monotonic() - started) * 1e9),
-        },
-    )
-    if len(snapshot) == 0:
-        if not options["package-paths-enable-watcher"]:
-            log.critical("Init failed: No local packages found.")
-            return None
-        log.warning("No local packages found, waiting for packages to appear")
-    return collection, snapshot
 
 
 # --- operations: metrics, APM and diagnostics around the API (eprd.metrics, eprd.apm, eprd.diagnostics)
@@ -201,6 +193,7 @@ class _Operations:
         self.metrics = Metrics() if options["metrics-address"] else None
         self.diagnostics = Diagnostics() if options["httpprof"] else None
         self.runners: list[web.AppRunner] = []
+        self._traced: TracedCollection | None = None
 
     async def _listen(self, app: web.Application, flag: str, shutdown_timeout: float) -> bool:
         if self.member is not None:
@@ -229,7 +222,14 @@ class _Operations:
         return await self._listen(self.diagnostics.app(), "httpprof", 1.0)
 
     def traced(self, collection: Collection) -> Collection:
-        return collection if self.apm is None else self.apm.traced_collection(collection)  # type: ignore[return-value]
+        if self.apm is None:
+            return collection
+        self._traced = self.apm.traced_collection(collection)
+        return self._traced  # type: ignore[return-value]
+
+    def build_runner(self) -> BuildRunner | None:
+        """How snapshots are built: inside the APM transaction a load began, when APM is on."""
+        return self._traced.build if self._traced is not None else None
 
     def attach(self, registry: Registry) -> None:
         registry.apm = self.apm
@@ -239,11 +239,10 @@ class _Operations:
         if self.diagnostics is not None:
             self.diagnostics.registry = registry
 
-    async def start_metrics(self, registry: Registry) -> bool:
+    async def start_metrics(self, registry: Registry, combined: Combined) -> bool:
         if self.metrics is None:
             return True
-        if registry.watcher is not None:
-            registry.watcher.on_rebuild.append(self.metrics.on_rebuild)
+        combined.on_rebuild.append(self.metrics.on_rebuild)
         if self.member is not None:
             return True  # the supervisor listens, and asks each worker (see Member.start_control)
         return await self._listen(make_metrics_app(self.metrics), "metrics-address", 5.0)

@@ -27,67 +27,24 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
 from eprd.cli import flags
+from eprd.cli.member import METRICS_REQUEST, Member
 from eprd.config import Config
 from eprd.indexers.local import watchproc
 from eprd.indexers.local.collection import Collection
 
 if TYPE_CHECKING:
     from eprd.catalog.snapshot import Snapshot
-    from eprd.ops.metrics import Metrics
 
 log = logging.getLogger("eprd")
 
-WORKER_HEADER = "X-Eprd-Worker"  # the pid of the worker that answered (only with -workers > 1)
 # A worker that dies within this long of its start is replaced only after this long (no fork loop).
 RESTART_BACKOFF = 1.0
-METRICS_REQUEST = "metrics"
 SCRAPE_TIMEOUT = 5.0
-
-
-@dataclass
-class Member:
-    """What a worker process gets from the supervisor."""
-
-    index: int
-    snapshot: Snapshot
-    sockets: dict[str, socket.socket]  # flag name -> listening socket (address, httpprof)
-    feed: Connection  # watch batches, READY and errors, as the watch process sends them
-    control: Connection  # metrics requests from the supervisor, answered on it
-
-    def start_control(self, loop: Any, metrics: Metrics | None) -> None:
-        """Answer the supervisor's metrics requests (the exposition is built on the event loop)."""
-
-        async def exposition() -> bytes:
-            return metrics.exposition()[0] if metrics is not None else b""
-
-        def answer() -> None:
-            import asyncio
-
-            try:
-                while True:
-                    request = self.control.recv()
-                    if request == METRICS_REQUEST:
-                        self.control.send_bytes(asyncio.run_coroutine_threadsafe(exposition(), loop).result())
-            except (EOFError, OSError, RuntimeError):
-                pass  # the supervisor or the loop is gone
-
-        threading.Thread(target=answer, name="eprd-worker-control", daemon=True).start()
-
-    def pid_header(self) -> Callable[[Any, Any], Any]:
-        """An aiohttp on_response_prepare callback naming this worker's pid."""
-        pid = str(os.getpid())
-
-        async def add(request: Any, response: Any) -> None:
-            response.headers[WORKER_HEADER] = pid
-
-        return add
 
 
 def bind(address: str, flag: str) -> socket.socket | None:
@@ -150,7 +107,11 @@ class Supervisor:
                 self.sockets[flag] = sock
         started = time.monotonic()
         self.collection.load_all()
-        self.snapshot = self.collection.snapshot()
+        from eprd.indexers.combined import build
+        from eprd.indexers.local.indexer import local_indexers
+
+        # (Downloads are built by the workers' own indexers; this one only lists the packages.)
+        self.snapshot = build(local_indexers(self.collection, None))
         log.info(
             "packages loaded",
             extra={
@@ -193,10 +154,7 @@ class Supervisor:
     def _start_watch(self) -> tuple[BaseProcess, Connection] | None:
         if not self.options["package-paths-enable-watcher"]:
             return None
-        paths = [p for p in self.collection.paths if os.path.isdir(p)]
-        if not paths:
-            log.warning("no existing package path to watch; live reload is off")
-            return None
+        paths = list(self.collection.paths)  # (the watch process waits for missing ones to appear)
         from eprd.indexers.local.watcher import DEBOUNCE_MS, STEP_MS
 
         receive, send = multiprocessing.Pipe(duplex=False)

@@ -18,7 +18,7 @@ import socket
 from bisect import bisect_left
 from collections.abc import Iterator
 from itertools import accumulate
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import prometheus_client
 from aiohttp import web
@@ -33,9 +33,18 @@ from prometheus_client.utils import INF, floatToGoString
 
 from eprd import __version__
 
-if TYPE_CHECKING:
-    from eprd.http.server import Registry
-    from eprd.indexers.local.collection import Changes
+
+class _Serving(Protocol):
+    """What the gauges follow: the registry (eprd.http.registry), whose snapshot changes."""
+
+    snapshot: Any
+
+
+class _Changes(Protocol):
+    """What a rebuild reports (eprd.indexers.base.Changes)."""
+
+    rejected: list[str]
+
 
 # The reference's size buckets (metrics/metrics.go): 16 B to 1 KiB, 64 KiB, 256 KiB.
 SIZE_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 64 * 1024, 256 * 1024)
@@ -214,6 +223,23 @@ class Metrics:
         self.http = HttpFamilies()
         r.register(self.http)
 
+        # eprd's own: outgoing calls of the shared upstream client (eprd.upstream).
+        self.upstream_requests = Counter(
+            "upstream_requests_total",
+            "Attempts of calls to upstream servers, by component and outcome",
+            ("component", "outcome"),
+            namespace="eprd",
+            registry=r,
+        )
+        self.upstream_duration = Histogram(
+            "upstream_request_duration_seconds",
+            "Duration of attempts of calls to upstream servers",
+            ("component",),
+            namespace="eprd",
+            registry=r,
+            buckets=GO_DEFAULT_BUCKETS,
+        )
+
         # eprd's own: the live snapshot and its rebuilds.
         self.packages_served = Gauge(
             "packages_served", "Package versions the current snapshot serves", namespace="eprd", registry=r
@@ -255,7 +281,7 @@ class Metrics:
 
     # --- wiring -------------------------------------------------------------------------------
 
-    def bind(self, registry: Registry) -> None:
+    def bind(self, registry: _Serving) -> None:
         """Follow ``registry``: snapshot gauges read its current snapshot at every scrape."""
         snapshot = registry.snapshot
         self.indexed_packages.set(len(snapshot))  # at start-up only, as the reference
@@ -265,8 +291,8 @@ class Metrics:
         self.generation.set_function(lambda: registry.snapshot.generation)
         self.built_at.set_function(lambda: registry.snapshot.built_at)
 
-    def on_rebuild(self, changes: Changes, seconds: float) -> None:
-        """A ``Watcher.on_rebuild`` callback."""
+    def on_rebuild(self, changes: _Changes, seconds: float) -> None:
+        """A ``Combined.on_rebuild`` callback: a snapshot was rebuilt after ``changes``."""
         self.rebuilds.inc()
         self.rebuild_duration.observe(seconds)
         if changes.rejected:
@@ -277,6 +303,17 @@ class Metrics:
 
     def storage_request(self, component: str) -> None:
         self.storage[component].inc()
+
+    def upstream_request(self, component: str, outcome: str, seconds: float) -> None:
+        """One attempt of an upstream call (an ``eprd.upstream`` Observer report).
+
+        Artifacts, statics and signatures fetched from an upstream also count as the
+        reference's ``epr_storage_requests_total{location="remote"}``.
+        """
+        self.upstream_requests.labels(component, outcome).inc()
+        self.upstream_duration.labels(component).observe(seconds)
+        if outcome == "ok" and component in STORAGE_COMPONENTS:
+            self.storage_requests.labels("remote", component).inc()
 
     # --- requests -----------------------------------------------------------------------------
 

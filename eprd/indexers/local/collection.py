@@ -3,8 +3,8 @@
 A :class:`Collection` knows every package candidate under ``package_paths``
 and the last good :class:`Package` of each. It is loaded once at start-up and
 then updated by the watcher with :meth:`Collection.apply`, which re-reads only
-the candidates a batch of file changes touched. Snapshots are built from it by
-the pure :func:`eprd.snapshot.build_snapshot`.
+the candidates a batch of file changes touched. The local indexers
+(:mod:`eprd.indexers.local.indexer`) serve what it holds.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import pickle
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
-from eprd.catalog.snapshot import Snapshot, build_snapshot
+from eprd.indexers.base import Changes
 from eprd.indexers.local import indexcache
 from eprd.indexers.local.scan import Candidate, candidate_at, scan, scan_within
 from eprd.model.files import Entry, FileInfo
@@ -32,19 +32,6 @@ from eprd.model.versions import is_strict
 log = logging.getLogger("eprd.loader")
 
 T = TypeVar("T")
-
-
-@dataclass(slots=True)
-class Changes:
-    """What one :meth:`Collection.apply` did, by candidate location."""
-
-    added: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    rejected: list[str] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.added or self.changed or self.removed or self.rejected)
 
 
 # Below this many versions, starting worker processes costs more than it saves.
@@ -268,17 +255,18 @@ class Collection:
         else:
             self.cache_outdated = False
 
-    @_gc_paused()
-    def snapshot(self, generation: int = 1, previous: Snapshot | None = None) -> Snapshot:
-        """A snapshot of the last good packages, zips before folders, each in discovery order."""
+    def packages_of(self, kind: str) -> list[Package]:
+        """The last good packages of one kind of candidate (``zip`` or ``dir``), in discovery order."""
         ordered = sorted(self.candidates.values(), key=lambda c: c.order)
-        return build_snapshot(
-            (self.packages[c.location] for c in ordered if c.kind == "zip" and c.location in self.packages),
-            (self.packages[c.location] for c in ordered if c.kind == "dir" and c.location in self.packages),
-            rejected=self.rejected.values(),
-            generation=generation,
-            previous=previous,
-        )
+        return [self.packages[c.location] for c in ordered if c.kind == kind and c.location in self.packages]
+
+    def rejected_of(self, kind: str) -> list[PackageError]:
+        """Why candidates of one kind are not served (or serve their last good content)."""
+        return [
+            err
+            for location, err in self.rejected.items()
+            if (c := self.candidates.get(location)) is not None and c.kind == kind
+        ]
 
     def apply(self, changed_paths: Iterable[str]) -> Changes:
         """Re-read what a batch of changed file paths touched; returns what happened."""
@@ -294,6 +282,11 @@ class Collection:
             if path != root and not path.startswith(root + os.sep):
                 continue
             parts = tuple(p for p in path[len(root) :].split(os.sep) if p)
+            if parts and parts[0].startswith("."):
+                # A hidden entry the scan skips, such as a ConfigMap volume's ..data link or its
+                # ..<timestamp> folders: the links beside it may point elsewhere now.
+                affected.update(self._stale_under(index))
+                continue
             scope = self._candidate_scope(index, parts)
             if isinstance(scope, str):
                 affected.add(scope)
@@ -307,6 +300,12 @@ class Collection:
             affected.update(before - {c.location for c in now})
             affected.update(c.location for c in now if c.location not in self.candidates)
         return affected
+
+    def _stale_under(self, index: int) -> set[str]:
+        """Candidates of package path ``index`` that appeared, disappeared or changed on disk."""
+        before = {loc for loc, c in self.candidates.items() if c.order[0] == index}
+        now = {c.location for c in scan_within(self.paths, index, ())}
+        return (before ^ now) | {loc for loc in before & now if not self._fresh(loc)}
 
     def _candidate_scope(self, index: int, parts: tuple[str, ...]) -> str | tuple[str, ...]:
         """The candidate location a path belongs to, or the folder to rescan when it is none."""
@@ -353,8 +352,12 @@ class Collection:
             changes.rejected.append(location)
             return
         self.rejected.pop(location, None)
-        (changes.changed if location in self.packages else changes.added).append(location)
-        self.packages[location] = result
+        previous = self.packages.get(location)
+        self.packages[location] = result  # even when equal: its files may live in a new folder now
+        if previous is None:
+            changes.added.append(location)
+        else:
+            (changes.moved if _same_content(previous, result) else changes.changed).append(location)
 
     def _current_candidate(self, location: str) -> Candidate | None:
         for index, root in enumerate(self.paths):
@@ -383,22 +386,15 @@ class Loading:
         return cls(future, started)
 
 
+def _same_content(a: Package, b: Package) -> bool:
+    """Whether two loads of a version serve the same documents (e.g. the same files in a new folder)."""
+    return (
+        a.entry_parts == b.entry_parts
+        and a.doc_head == b.doc_head
+        and a.doc_tail == b.doc_tail
+        and (a.signature is None) == (b.signature is None)
+    )
+
+
 def _under(location: str, folder: str) -> bool:
     return location.startswith(folder.rstrip(os.sep) + os.sep)
-
-
-def load_snapshot(package_paths: Iterable[str], options: LoadOptions, workers: int = 1) -> Snapshot:
-    """Scan ``package_paths`` and load everything into a first snapshot (no index cache)."""
-    started = time.monotonic()
-    collection = Collection(list(package_paths), options, workers=workers)
-    collection.load_all()
-    snapshot = collection.snapshot()
-    log.info(
-        "packages loaded",
-        extra={
-            "packages.served": len(snapshot),
-            "packages.rejected": len(collection.rejected),
-            "event.duration": int((time.monotonic() - started) * 1e9),
-        },
-    )
-    return snapshot

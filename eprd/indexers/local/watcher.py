@@ -1,10 +1,10 @@
-"""Live reload: watch the package paths and swap in a new snapshot when packages change.
+"""Live reload: watch the package paths and report what changed in them.
 
-One background task owns the :class:`~eprd.loader.Collection`. For each batch
-of file changes watchfiles reports, it re-reads only the touched package
-versions (in a worker thread, so requests keep being served), builds the next
-snapshot from the previous one and replaces ``registry.snapshot`` in a single
-assignment. Requests in flight keep the snapshot they started with.
+One background task owns the :class:`~eprd.indexers.local.collection.Collection`.
+For each batch of file changes watchfiles reports, it re-reads only the touched
+package versions (in a worker thread, so requests keep being served) and reports
+the changes (:data:`~eprd.indexers.base.Changed`), after which the next snapshot
+is built and swapped in. Requests in flight keep the snapshot they started with.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from eprd.catalog.snapshot import Snapshot
+from eprd.indexers.base import Changed, Changes
 from eprd.indexers.local import watchproc
-from eprd.indexers.local.collection import Changes, Collection
+from eprd.indexers.local.collection import Collection
 
 log = logging.getLogger("eprd.watcher")
 
@@ -74,13 +74,11 @@ class WatchStats:
 
 
 class Watcher:
-    """Keeps ``get()`` up to date with the package paths of ``collection``."""
+    """Keeps ``collection`` up to date with its package paths."""
 
     def __init__(
         self,
         collection: Collection,
-        get: Callable[[], Snapshot],
-        swap: Callable[[Snapshot], None],
         *,
         poll: bool = False,
         step_ms: int = STEP_MS,
@@ -90,8 +88,6 @@ class Watcher:
         """``feed``: batches as the watch process sends them, from elsewhere (a ``-workers``
         supervisor runs one watch process for all); no watch process is started then."""
         self.collection = collection
-        self._get = get
-        self._swap = swap
         self.poll = poll
         self.step_ms = step_ms
         self.debounce_ms = debounce_ms
@@ -99,18 +95,21 @@ class Watcher:
         self.ready = asyncio.Event()  # set once every folder is watched and missed changes are applied
         self._process: BaseProcess | None = None
         self._stopped = False  # stop() may come before run() has started (SIGTERM at start-up)
+        self._changed: Changed | None = None
         self._feed = feed
         self._batches: asyncio.Queue[Any] | None = None
-        self.on_rebuild: list[Callable[[Changes, float], None]] = []
 
-    async def run(self) -> None:
-        """Watch until :meth:`stop`; a watcher that cannot start leaves the registry serving."""
+    async def run(self, changed: Changed) -> None:
+        """Watch until :meth:`stop`, awaiting ``changed`` after each update that changed something.
+
+        A watcher that cannot start leaves the registry serving.
+        """
+        self._changed = changed
         if self._stopped:
             return
-        paths = [p for p in self.collection.paths if os.path.isdir(p)]
-        if not paths:
-            log.warning("no existing package path to watch; live reload is off")
-            return
+        paths = list(self.collection.paths)
+        if not any(os.path.isdir(p) for p in paths):
+            log.warning("no package path exists yet; packages are loaded when one appears")
         if not self.poll and self._feed is None:
             self._check_watch_limit()
         loop = asyncio.get_running_loop()
@@ -139,6 +138,11 @@ class Watcher:
                     # Changes made between loading and now were not seen: compare stamps once.
                     await self._rebuild(self.collection.refresh)
                     self.ready.set()
+                    continue
+                if item == watchproc.RELINKED:
+                    # A link along a package path points elsewhere now (a ConfigMap's ..data, a
+                    # git-sync worktree): compare everything.
+                    await self._rebuild(self.collection.refresh)
                     continue
                 if isinstance(item, tuple):
                     self._failed(item[1])
@@ -191,26 +195,9 @@ class Watcher:
     async def _rebuild(self, update: Callable[..., Changes], *args: Any) -> None:
         started = time.monotonic()
         changes = await asyncio.to_thread(update, *args)
-        if not changes:
+        if not changes or self._changed is None:
             return
-        previous = self._get()
-        snapshot = await asyncio.to_thread(self.collection.snapshot, previous.generation + 1, previous)
-        self._swap(snapshot)
-        duration = time.monotonic() - started
+        await self._changed(changes, started)
         self.stats.rebuilds += 1
         self.stats.rejected_total += len(changes.rejected)
-        self.stats.last_duration = duration
-        log.info(
-            "snapshot swapped",
-            extra={
-                "snapshot.generation": snapshot.generation,
-                "packages.added": len(changes.added),
-                "packages.changed": len(changes.changed),
-                "packages.removed": len(changes.removed),
-                "packages.rejected": len(changes.rejected),
-                "packages.served": len(snapshot),
-                "event.duration": int(duration * 1e9),
-            },
-        )
-        for callback in self.on_rebuild:
-            callback(changes, duration)
+        self.stats.last_duration = time.monotonic() - started

@@ -59,8 +59,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* packages.source, checked: image, pvc or configMap, with what each needs. */}}
 {{- define "eprd.packagesSource" -}}
 {{- $source := .Values.packages.source | default "image" -}}
-{{- if not (has $source (list "image" "pvc" "configMap")) -}}
-{{- fail (printf "packages.source must be image, pvc or configMap, not %q" $source) -}}
+{{- if not (has $source (list "image" "pvc" "configMap" "gitSync")) -}}
+{{- fail (printf "packages.source must be image, pvc, configMap or gitSync, not %q" $source) -}}
+{{- end -}}
+{{- if and (eq $source "gitSync") (not .Values.packages.gitSync.repository) -}}
+{{- fail "packages.source=gitSync needs packages.gitSync.repository, the git repository to clone" -}}
 {{- end -}}
 {{- if and (eq $source "pvc") (not .Values.packages.pvc.claimName) -}}
 {{- fail "packages.source=pvc needs packages.pvc.claimName, the name of an existing PersistentVolumeClaim" -}}
@@ -127,4 +130,47 @@ the kubelet kills eprd while requests are still draining.
 {{- end -}}
 {{- end -}}
 {{- concat $result .Values.extraEnv | toYaml -}}
+{{- end -}}
+
+{{/* The package path of packages.source=gitSync: the link git-sync re-points, and the folder in it. */}}
+{{- define "eprd.gitSyncPath" -}}
+{{- $link := printf "%s/%s" .Values.packages.mountPath .Values.packages.gitSync.link -}}
+{{- if .Values.packages.gitSync.subPath -}}
+{{- printf "%s/%s" $link (trimPrefix "/" .Values.packages.gitSync.subPath) -}}
+{{- else -}}
+{{- $link -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A git-sync container; "true" as the second argument makes the one-time clone of the init container. */}}
+{{- define "eprd.gitSyncContainer" -}}
+{{- $root := index . 0 -}}
+{{- $once := index . 1 -}}
+{{- $sync := $root.Values.packages.gitSync -}}
+- name: {{ ternary "git-sync-init" "git-sync" $once }}
+  image: "{{ $sync.image.repository }}:{{ $sync.image.tag }}"
+  imagePullPolicy: {{ $sync.image.pullPolicy }}
+  args:
+    - --repo={{ $sync.repository }}
+    - --ref={{ $sync.ref }}
+    - --root={{ $root.Values.packages.mountPath }}
+    - --link={{ $sync.link }}
+    - --period={{ $sync.period }}
+    {{- if $once }}
+    - --one-time
+    {{- end }}
+  {{- with $sync.resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    allowPrivilegeEscalation: false
+    readOnlyRootFilesystem: true
+    capabilities:
+      drop: ["ALL"]
+  volumeMounts:
+    - name: packages
+      mountPath: {{ $root.Values.packages.mountPath }}
+    - name: tmp
+      mountPath: /tmp
 {{- end -}}
