@@ -171,8 +171,8 @@ def test_httpprof_is_served_by_every_worker(eprd_process, tmp_path: Path) -> Non
     config = write_config(tmp_path / "config.yml", [root])
     pprof = f"http://127.0.0.1:{free_port()}"
     process = eprd_process(
-        ["-config", str(config), "-workers", "2", "-httpprof", pprof.removeprefix("http://")],
-        {"EPR_REQUIRE_PACKAGE_SIGNATURES": "false"},
+        ["-config", str(config), "-httpprof", pprof.removeprefix("http://")],
+        {"EPR_REQUIRE_PACKAGE_SIGNATURES": "false", "EPR_WORKERS": "2"},  # (the variable, for once)
     )
     process.wait_healthy()
     pids = worker_pids(process.base)
