@@ -202,3 +202,18 @@ def test_workers_must_be_positive(eprd_process, tmp_path: Path) -> None:
     code = process.proc.returncode
     assert code == 2
     assert "workers must be greater than 0" in err
+
+
+def test_a_worker_that_cannot_start_stops_the_group(eprd_process, tmp_path: Path) -> None:
+    root = tmp_path / "packages"
+    pf.write_dir(root, "alpha", "1.0.0")
+    config = write_config(tmp_path / "config.yml", [root])
+    process = eprd_process(
+        ["-config", str(config), "-workers", "2", "-favicon", str(tmp_path / "missing.ico")],
+        {"EPR_REQUIRE_PACKAGE_SIGNATURES": "false"},
+    )
+    _, err = process.proc.communicate(timeout=DEADLINE)
+    assert process.proc.returncode == 1, err
+    assert "Init failed: cannot read -favicon" in err
+    assert "could not start; stopping every worker" in err
+    assert "exited unexpectedly" not in err  # not restarted over and over

@@ -45,6 +45,7 @@ log = logging.getLogger("eprd")
 # A worker that dies within this long of its start is replaced only after this long (no fork loop).
 RESTART_BACKOFF = 1.0
 SCRAPE_TIMEOUT = 5.0
+INIT_FAILED = 3  # a worker's exit code when it could not start serving (the group stops, exit 1)
 
 
 def bind(address: str, flag: str) -> socket.socket | None:
@@ -240,6 +241,12 @@ class Supervisor:
         worker.control.close()
         if self.stopping:
             return
+        if code == INIT_FAILED:
+            # It said why (an "Init failed" line): a replacement would fail the same way.
+            log.critical("worker %d could not start; stopping every worker", worker.index)
+            self.failed = True
+            self.stopping = True
+            return
         how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
         log.error(
             "worker %d (pid %d) exited unexpectedly (%s); starting a replacement",
@@ -398,4 +405,6 @@ def _worker_main(
     if member.index != 0:
         collection.cache_file = None  # the first worker keeps the index cache up to date, alone
     code = asyncio.run(serve.serve(config, options, collection, None, member))
-    os._exit(code)  # (not multiprocessing's exit: no atexit of the parent's, no flushing twice)
+    # serve returns 1 only before it serves (an "Init failed" it logged): tell a crash from that.
+    # (os._exit, not multiprocessing's exit: no atexit handlers of the parent's, no flushing twice.)
+    os._exit(INIT_FAILED if code == 1 else code)
