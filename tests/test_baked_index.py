@@ -131,7 +131,7 @@ def test_a_baked_index_is_used_after_a_copy(eprd_process, baked, tmp_path: Path,
 
 def test_a_file_changed_after_baking_is_read_again(eprd_process, baked, tmp_path: Path) -> None:
     root, config, cache = baked
-    recopy_tar_cli(root, tmp_path)
+    recopy_image_layer(root, tmp_path)
     manifest = root / "alpha" / "1.0.0" / "manifest.yml"
     manifest.write_text(manifest.read_text().replace("Alpha package", "Alpha package, edited"))
 
