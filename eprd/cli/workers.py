@@ -355,8 +355,14 @@ class Supervisor:
             sock.close()
         if watch is not None:
             watch[0].terminate()
+        # Each worker bounds its own drain by -shutdown-timeout; one that overruns it by far is stuck.
+        deadline = time.monotonic() + self.options["shutdown-timeout"] + 10.0
         for worker in list(self.workers.values()):
-            worker.process.join()
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.exitcode is None:
+                log.error("worker %d did not stop in time; killing it", worker.index)
+                worker.process.kill()
+                worker.process.join()
             if worker.process.exitcode != 0:
                 log.error("worker %d exited with %s during shutdown", worker.index, worker.process.exitcode)
                 self.failed = True
