@@ -165,7 +165,10 @@ def test_a_zero_cache_time_is_refused(eprd_process, tmp_path):
             ["-tls-min-version=1.2"],
             "-tls-min-version set but missing TLS cert and key files (-tls-cert and -tls-key)",
         ),
-        (["-feature-proxy-mode=true"], "feature-proxy-mode"),
+        (
+            ["-feature-proxy-mode=true", "-proxy-to", "http://127.0.0.1:1/"],
+            '-proxy-to must use HTTPS (got "http://127.0.0.1:1/"); use -proxy-allow-insecure to allow HTTP',
+        ),
         (["-package-paths-workers", "0"], "package-paths-workers must be greater than 0"),
         (["-log-type", "xml"], "xml"),
     ],

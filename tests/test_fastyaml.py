@@ -20,7 +20,7 @@ TESTDATA = Path(__file__).resolve().parent.parent / "testdata"
 
 def pyyaml(text: str) -> Any:
     node = yaml.compose(text.encode(), Loader=yamlfile._Composer)
-    return None if node is None else yamlfile._build(node, {})
+    return None if node is None else yamlfile._Builder().build(node)
 
 
 def same(a: Any, b: Any) -> bool:

@@ -19,12 +19,30 @@ class FilterError(ValueError):
 
 def search_body(snapshot: Snapshot, query: Filter, observe: IndexerObserver = None) -> bytes:
     """The ``/search`` response body."""
-    results = _select(snapshot, query, observe)
-    results.sort(key=lambda r: (r[0].package.name, r[0].package.key))
-    entries = [item.entry if templates is None else _trimmed(item, templates) for item, templates in results]
+    entries = [entry for _, _, _, entry in search_entries(snapshot, query, observe)]
     if not entries:
         return b"[]"
     return gojson.json_list(entries) + b"\n"
+
+
+def search_entries(
+    snapshot: Snapshot, query: Filter, observe: IndexerObserver = None
+) -> list[tuple[str, str, tuple[Any, ...], bytes]]:
+    """The selected packages as (name, version, version sort key, encoded entry), in /search order.
+
+    Proxy mode merges remote entries into this list before encoding the response.
+    """
+    results = _select(snapshot, query, observe)
+    results.sort(key=lambda r: (r[0].package.name, r[0].package.key))
+    return [
+        (
+            item.package.name,
+            item.package.version,
+            item.package.key,
+            item.entry if templates is None else _trimmed(item, templates),
+        )
+        for item, templates in results
+    ]
 
 
 def categories_body(snapshot: Snapshot, query: CategoriesQuery, observe: IndexerObserver = None) -> bytes:

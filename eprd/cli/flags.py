@@ -41,7 +41,9 @@ class FlagSpec:
     unsupported: str | None = None
 
 
-NOT_IN_EPRD = "eprd serves local package paths only; remote indexers and proxying are not implemented"
+NOT_IN_EPRD = (
+    "eprd serves local package paths and proxy mode only; remote storage indexers are not implemented"
+)
 
 FLAGS: tuple[FlagSpec, ...] = (
     FlagSpec("address", str, "localhost:8080", "Address of the package-registry service."),
@@ -72,10 +74,32 @@ FLAGS: tuple[FlagSpec, ...] = (
     FlagSpec("cache-dir", str, "", "Folder for built archives and the index cache (default: a temp folder)."),
     FlagSpec("archive-cache-size", int, 2 * 1024**3, "Bytes of download archives kept in -cache-dir."),
     FlagSpec("favicon", str, "", "Path of an .ico file to serve at /favicon.ico instead of eprd's own icon."),
+    FlagSpec("ui", bool, True, "Serve the catalog page at /ui/ on the API listener."),
     FlagSpec("shutdown-timeout", float, 30.0, "Seconds in-flight requests get to finish on SIGTERM."),
-    FlagSpec("feature-proxy-mode", bool, False, "Not implemented in eprd.", NOT_IN_EPRD),
-    FlagSpec("proxy-to", str, "https://epr.elastic.co/", "Not implemented in eprd.", NOT_IN_EPRD),
-    FlagSpec("proxy-allow-insecure", bool, False, "Not implemented in eprd.", NOT_IN_EPRD),
+    FlagSpec(
+        "feature-proxy-mode", bool, False, "Add the packages of the -proxy-to registry to the local ones."
+    ),
+    FlagSpec("proxy-to", str, "https://epr.elastic.co/", "Registry that proxy mode adds packages from."),
+    FlagSpec("proxy-allow-insecure", bool, False, "Allow an http:// -proxy-to."),
+    FlagSpec(
+        "proxy-cache-time",
+        float,
+        0.0,
+        "How long upstream answers stay fresh (0: the upstream's Cache-Control max-age).",
+    ),
+    FlagSpec(
+        "proxy-stale-if-error",
+        float,
+        24 * 3600.0,
+        "How long past freshness a cached upstream answer is served while the upstream fails.",
+    ),
+    FlagSpec("proxy-timeout", float, 10.0, "Timeout of one attempt of an upstream request."),
+    FlagSpec(
+        "proxy-cache-artifacts",
+        bool,
+        False,
+        "Serve zips, signatures and static files of remote packages through eprd instead of a 301.",
+    ),
     FlagSpec("feature-storage-indexer", bool, False, "Not implemented in eprd.", NOT_IN_EPRD),
     FlagSpec("storage-indexer-bucket-internal", str, "", "Not implemented in eprd.", NOT_IN_EPRD),
     FlagSpec(

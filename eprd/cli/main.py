@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options["workers"] > 1:
         from eprd.cli import workers  # N serving processes, loaded once (see eprd.cli.workers)
 
-        return workers.Supervisor(config, options, collection).run()
+        return workers.WorkerGroup(config, options, collection).run()
     loading = None
     if not options["httpprof"] and not apm.enabled(os.environ):
         # Loading starts while aiohttp and the operations' libraries are imported (a few tenths
@@ -95,9 +95,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check_flags(options: flags.Options) -> None:
-    for feature in ("feature-proxy-mode", "feature-storage-indexer", "feature-sql-storage-indexer"):
+    for feature in ("feature-storage-indexer", "feature-sql-storage-indexer"):
         if options[feature]:
             raise ValueError(f"-{feature} is not supported: {flags.NOT_IN_EPRD}")
+    if options["feature-proxy-mode"]:
+        from eprd.indexers.proxy import check_proxy_to
+
+        check_proxy_to(options["proxy-to"], options["proxy-allow-insecure"])
+        if options["proxy-timeout"] <= 0:
+            raise ValueError("-proxy-timeout must be greater than 0")
     if options["package-paths-workers"] <= 0:
         raise ValueError("package-paths-workers must be greater than 0")
     if options["workers"] <= 0:

@@ -31,9 +31,12 @@ from eprd.ops.accesslog import AccessLog
 from eprd.ops.apm import Apm, TracedCollection
 from eprd.ops.diagnostics import Diagnostics
 from eprd.ops.metrics import Metrics, make_metrics_app
+from eprd.ops.supervise import Supervisor
 
 if TYPE_CHECKING:
     from eprd.cli.member import Member
+    from eprd.indexers.proxy.proxy import ProxyMode
+    from eprd.upstream.client import Upstream
 
 log = logging.getLogger("eprd")
 
@@ -101,10 +104,13 @@ async def _serve_registry(
                 "event.duration": int((time.monotonic() - started) * 1e9),
             },
         )
-        if len(snapshot) == 0:
-            if not options["package-paths-enable-watcher"]:
-                log.critical("Init failed: No local packages found.")
-                return 1
+    if len(snapshot) == 0 and member is None:
+        if options["feature-proxy-mode"]:
+            log.info("No local packages found, serving the packages of -proxy-to")
+        elif not options["package-paths-enable-watcher"]:
+            log.critical("Init failed: No local packages found.")
+            return 1
+        else:
             log.warning("No local packages found, waiting for packages to appear")
     favicon = None
     if options["favicon"]:
@@ -120,9 +126,12 @@ async def _serve_registry(
         indexers,
         allow_unknown_query_parameters=options["allow-unknown-query-parameters"],
         favicon=favicon,
+        ui=options["ui"],
     )
     registry.watcher = watcher
     ops.attach(registry)  # metrics, APM and diagnostics follow the registry (before make_app)
+    if options["feature-proxy-mode"]:  # PROXY HOOK (issue 13): the lead moves this onto the Indexer seam
+        registry.fallback = ops.proxy_mode(options, archives)
     if logs.LEVELS[options["log-level"]] <= logging.INFO:
         registry.access_log = AccessLog(options["log-type"], extra=logs.service_fields())
     app = make_app(registry)
@@ -164,20 +173,45 @@ async def _serve_registry(
     # Written (and stamped, see Collection.save_cache) once serving, before the watcher can
     # change what is loaded.
     await asyncio.to_thread(collection.save_cache)
+    # Each indexer's background task (the watcher) runs supervised: restarted when it fails.
     watch_task = asyncio.create_task(
-        combined.run(lambda: registry.snapshot, lambda new: setattr(registry, "snapshot", new)),
+        combined.run(lambda: registry.snapshot, registry.swap, start=ops.supervisor.start),
         name="eprd-indexers",
     )
 
     await stop.wait()
     log.info("shutting down: no new connections, waiting for requests in flight")
     registry.shutting_down = True
-    await combined.close()  # stops the watcher, which ends its task
-    await watch_task
-    await asyncio.to_thread(collection.save_cache)  # keep the next start warm (no-op if unchanged)
-    await runner.cleanup()
+    await _stop(combined, watch_task, collection, runner, ops, options["shutdown-timeout"])
     log.info("stopped")
     return 0
+
+
+async def _stop(
+    combined: Combined,
+    watch_task: asyncio.Task[None],
+    collection: Collection,
+    runner: web.AppRunner,
+    ops: _Operations,
+    timeout: float,
+) -> None:
+    """The graceful stop: each step runs whatever happened before it (SIGTERM always exits 0)."""
+
+    async def tasks() -> None:
+        await combined.close()  # stops the watcher, which ends its task
+        await ops.supervisor.stop(max(timeout, 1.0))
+        await watch_task
+
+    steps = (
+        ("background tasks", tasks),
+        ("index cache", lambda: asyncio.to_thread(collection.save_cache)),  # keeps the next start warm
+        ("listener", runner.cleanup),
+    )
+    for what, step in steps:
+        try:
+            await step()
+        except Exception:
+            log.error("shutting down: stopping the %s failed", what, exc_info=True)
 
 
 # --- operations: metrics, APM and diagnostics around the API (eprd.metrics, eprd.apm, eprd.diagnostics)
@@ -193,7 +227,10 @@ class _Operations:
         self.metrics = Metrics() if options["metrics-address"] else None
         self.diagnostics = Diagnostics() if options["httpprof"] else None
         self.runners: list[web.AppRunner] = []
+        self.upstream: Upstream | None = None  # the shared outgoing client (proxy mode)
         self._traced: TracedCollection | None = None
+        # Every background task (the watcher, ...): failures are logged, counted and restarted.
+        self.supervisor = Supervisor()
 
     async def _listen(self, app: web.Application, flag: str, shutdown_timeout: float) -> bool:
         if self.member is not None:
@@ -236,8 +273,10 @@ class _Operations:
         registry.metrics = self.metrics
         if self.metrics is not None:
             self.metrics.bind(registry)
+            self.supervisor.on_restart.append(self.metrics.on_task_restart)
         if self.diagnostics is not None:
             self.diagnostics.registry = registry
+            self.diagnostics.tasks_state = self.supervisor.states
 
     async def start_metrics(self, registry: Registry, combined: Combined) -> bool:
         if self.metrics is None:
@@ -247,8 +286,35 @@ class _Operations:
             return True  # the supervisor listens, and asks each worker (see Member.start_control)
         return await self._listen(make_metrics_app(self.metrics), "metrics-address", 5.0)
 
+    def proxy_mode(self, options: flags.Options, archives: ArchiveStore) -> ProxyMode:
+        """-feature-proxy-mode: the shared upstream client, the upstream cache, the merge."""
+        from eprd.indexers.proxy.cache import UpstreamCache
+        from eprd.indexers.proxy.proxy import ProxyMode
+        from eprd.indexers.proxy.pulled import PulledFiles
+        from eprd.upstream.client import Upstream
+        from eprd.upstream.observe import OpsObserver
+
+        self.upstream = Upstream(
+            timeout=options["proxy-timeout"],
+            attempts=5,
+            deadline=3 * options["proxy-timeout"],
+            observer=OpsObserver(self.metrics, self.apm),
+        )
+        cache = UpstreamCache(
+            self.upstream,
+            os.path.join(flags.cache_dir(options), "proxy"),
+            cache_time=options["proxy-cache-time"],
+            stale_if_error=options["proxy-stale-if-error"],
+            on_stale=self.metrics.proxy_stale if self.metrics is not None else None,
+        )
+        pulled = PulledFiles(self.upstream, archives) if options["proxy-cache-artifacts"] else None
+        log.info("proxy mode", extra={"url.full": options["proxy-to"], "pull_through": pulled is not None})
+        return ProxyMode(options["proxy-to"], cache, pulled)
+
     async def close(self) -> None:
         """After the API listener has drained: close the side listeners, flush APM."""
+        if self.upstream is not None:
+            await self.upstream.close()
         if self.diagnostics is not None:
             self.diagnostics.close()
         for runner in reversed(self.runners):

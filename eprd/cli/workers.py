@@ -78,7 +78,7 @@ class _Worker:
         self.started = time.monotonic()
 
 
-class Supervisor:
+class WorkerGroup:
     """The parent of ``-workers N``: forks, feeds, replaces and stops the workers."""
 
     def __init__(self, config: Config, options: flags.Options, collection: Collection) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ from eprd.ops.accesslog import AccessLog
 
 if TYPE_CHECKING:
     from eprd.indexers.local.watcher import Watcher
+    from eprd.indexers.proxy.proxy import ProxyMode
     from eprd.ops.apm import Apm
     from eprd.ops.metrics import Metrics
 
@@ -41,6 +42,7 @@ class Registry:
         indexers: Sequence[Indexer],
         allow_unknown_query_parameters: bool = True,
         favicon: bytes | None = None,
+        ui: bool = False,
     ) -> None:
         self.config = config
         self.snapshot = snapshot
@@ -53,9 +55,20 @@ class Registry:
         self.access_log: AccessLog | None = None
         self.metrics: Metrics | None = None  # -metrics-address (eprd.metrics); set before make_app
         self.apm: Apm | None = None  # ELASTIC_APM_SERVER_URL (eprd.apm)
+        # PROXY HOOK (issue 13): -feature-proxy-mode's upstream, asked by the handlers; None when off.
+        self.fallback: ProxyMode | None = None
         # id(request) -> (route template, started, trace) from observe() to the make_app wrapper,
         # which reports requests once their responses are sent; None: reported from observe().
         self._sending: dict[int, tuple[str | None, float, dict[str, Any]]] | None = None
+        self.ui = ui  # -ui: the catalog page at /ui/ (eprd.http.ui)
+        # Told each new snapshot once it is served (the catalog page's live updates).
+        self.on_swap: list[Callable[[Snapshot], None]] = []
+
+    def swap(self, snapshot: Snapshot) -> None:
+        """Serve ``snapshot`` from now on; requests in flight keep the one they took."""
+        self.snapshot = snapshot
+        for callback in self.on_swap:
+            callback(snapshot)
 
     def is_ready(self) -> bool:
         return not self.shutting_down and all(i.is_ready() for i in self.indexers.values())

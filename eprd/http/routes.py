@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from eprd.catalog.filters import FilterError, categories_body, search_body
+from eprd.catalog.filters import FilterError, categories_body, search_body, search_entries
 from eprd.catalog.query import QueryError, parse_categories, parse_search
 from eprd.catalog.snapshot import Body, Indexed, Snapshot
 from eprd.http.registry import Registry
@@ -32,6 +32,7 @@ from eprd.http.responses import (
     text_error,
 )
 from eprd.indexers.base import TAR_GZ, ZIP, Failed, NotFound
+from eprd.indexers.proxy.proxy import STALE_HEADERS, Proxied, ProxyError
 from eprd.model.versions import is_strict
 
 Handler = Callable[["Registry", web.Request, Snapshot, tuple[str, ...]], Awaitable[web.StreamResponse]]
@@ -69,11 +70,26 @@ async def search(
     try:
         query = parse_search(_raw_query(request), registry.allow_unknown_query_parameters)
         observe = registry.metrics.observe_indexer if registry.metrics is not None else None
-        body = snap.cache.get_or_compute(("search", query), lambda: Body(search_body(snap, query, observe)))
+        if registry.fallback is not None:  # PROXY HOOK (issue 13): local entries, merged below
+            local = snap.cache.get_or_compute(
+                ("search-entries", query), lambda: search_entries(snap, query, observe)
+            )
+        else:
+            body = snap.cache.get_or_compute(
+                ("search", query), lambda: Body(search_body(snap, query, observe))
+            )
     except QueryError as err:
         return text_error(400, str(err))
     except FilterError as err:
         return text_error(404, f"fetching package failed: {err}")
+    if registry.fallback is not None:  # PROXY HOOK (issue 13)
+        try:
+            proxied = await registry.fallback.search(
+                _raw_query(request), local, query.all, (snap.generation, query)
+            )
+        except ProxyError:
+            return text_error(500, "internal server error")
+        return _proxied_json(request, proxied, registry.config.cache_time.search)
     return json_response(request, body, registry.config.cache_time.search)
 
 
@@ -90,7 +106,24 @@ async def categories(
         return text_error(400, str(err))
     except FilterError as err:
         return text_error(404, str(err))
+    if registry.fallback is not None:  # PROXY HOOK (issue 13)
+        try:
+            proxied = await registry.fallback.categories(
+                _raw_query(request), body.data, (snap.generation, query)
+            )
+        except ProxyError:
+            return text_error(500, "internal server error")
+        return _proxied_json(request, proxied, registry.config.cache_time.categories)
     return json_response(request, body, registry.config.cache_time.categories)
+
+
+def _proxied_json(request: web.Request, proxied: Proxied, seconds: float) -> web.Response:
+    """A proxy mode JSON answer; one built from a stale upstream answer says so."""
+    response = json_response(request, proxied.body, seconds)
+    if proxied.stale:
+        for name, value in STALE_HEADERS:
+            response.headers[name] = value
+    return response
 
 
 def _lookup(snap: Snapshot, name: str, version: str, not_found: str) -> Indexed | web.Response:
@@ -107,6 +140,13 @@ async def package_document(
     name, version = args
     item = _lookup(snap, name, version, "package revision not found")
     if isinstance(item, web.Response):
+        if item.status == 404 and registry.fallback is not None:  # PROXY HOOK (issue 13)
+            try:
+                proxied = await registry.fallback.package(name, version)
+            except ProxyError:
+                return text_error(500, "internal server error")
+            if proxied is not None:
+                return _proxied_json(request, proxied, registry.config.cache_time.index)
         return item
     body = snap.cache.get_or_compute(("package", name, version), lambda: Body(item.document))
     return json_response(request, body, registry.config.cache_time.index)
@@ -118,6 +158,8 @@ async def static_file(
     name, version, path = args
     item = _lookup(snap, name, version, "package revision not found")
     if isinstance(item, web.Response):
+        if item.status == 404 and registry.fallback is not None:  # PROXY HOOK (issue 13)
+            return await _remote_file(registry, request, item, name, version, "statics", path)
         return item
     resource = await registry.indexers[item.source].static(item.package, path)
     if not isinstance(resource, NotFound | Failed):
@@ -143,6 +185,8 @@ async def _download(
     _, name, version = args
     item = _lookup(snap, name, version, "artifact not found")
     if isinstance(item, web.Response):
+        if item.status == 404 and fmt == ZIP and registry.fallback is not None:  # PROXY HOOK (issue 13)
+            return await _remote_file(registry, request, item, name, version, "artifacts")
         return item
     registry.storage_request("artifacts")  # metrics: counted whatever the outcome, as the reference
     resource = await registry.indexers[item.source].artifact(item.package, fmt)
@@ -155,10 +199,41 @@ async def signature(
     _, name, version = args
     item = _lookup(snap, name, version, "signature file not found")
     if isinstance(item, web.Response):
+        if item.status == 404 and registry.fallback is not None:  # PROXY HOOK (issue 13)
+            return await _remote_file(registry, request, item, name, version, "signatures")
         return item
     registry.storage_request("signatures")  # metrics: counted whatever the outcome, as the reference
     resource = await registry.indexers[item.source].signature(item.package)
     return resource_response(request, resource, cache_headers(registry.config.cache_time.catch_all))
+
+
+async def _remote_file(
+    registry: Registry,
+    request: web.Request,
+    not_found: web.Response,
+    name: str,
+    version: str,
+    kind: str,
+    path: str = "",
+) -> web.StreamResponse:
+    """PROXY HOOK (issue 13): a file of a package not found locally, from the upstream (§8).
+
+    The reference's answer: 301 to the upstream URL with public cache headers (or, with
+    -proxy-cache-artifacts, the file itself), the local 404 when the upstream has no such
+    package, 500 when it cannot be asked.
+    """
+    assert registry.fallback is not None
+    try:
+        resource, stale = await registry.fallback.resource(name, version, kind, path)
+    except ProxyError:
+        return text_error(500, "internal server error")
+    if resource is None:
+        return not_found
+    response = resource_response(request, resource, cache_headers(registry.config.cache_time.catch_all))
+    if stale:
+        for header in STALE_HEADERS:
+            response.headers.add(*header)
+    return response
 
 
 # --- routing --------------------------------------------------------------------------------
@@ -252,8 +327,10 @@ def match(path: str) -> tuple[Route, tuple[str, ...]] | None:
     return None
 
 
-def make_dispatcher(registry: Registry) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """The single aiohttp handler behind every path."""
+def make_dispatcher(
+    registry: Registry, ui: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The single aiohttp handler behind every path; ``ui`` serves /ui and /ui/... (-ui)."""
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
@@ -267,7 +344,11 @@ def make_dispatcher(registry: Registry) -> Callable[[web.Request], Awaitable[web
         else:
             found = match(path)
             if found is None:
-                response = text_error(404, "404 page not found")
+                # Tried only once no reference route matched, so they pay nothing for it.
+                if ui is not None and (path == "/ui" or path.startswith("/ui/")):
+                    response = await ui(request)
+                else:
+                    response = text_error(404, "404 page not found")
             else:
                 route, args = found
                 if route.trailing_slash != path.endswith("/"):

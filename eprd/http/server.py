@@ -14,7 +14,13 @@ from eprd.http.routes import make_dispatcher
 
 def make_app(registry: Registry) -> web.Application:
     app = web.Application(client_max_size=1024)
-    handler = make_dispatcher(registry)
+    pages = None
+    if registry.ui:
+        from eprd.http.ui import CatalogUI  # only imported (Jinja2, Markdown) when the page is on
+
+        pages = CatalogUI(registry)
+        pages.install(app)
+    handler = make_dispatcher(registry, pages.handle if pages is not None else None)
     if registry.access_log is not None or registry.metrics is not None:
         handler = _sending(registry, handler)
     app.router.add_route("*", "/{tail:.*}", handler)

@@ -13,9 +13,10 @@ already served.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from eprd.catalog.snapshot import Snapshot, build_snapshot
 from eprd.indexers.base import Changes, Indexer
@@ -24,6 +25,8 @@ log = logging.getLogger("eprd.watcher")
 
 # How a build is run: plainly, or inside an APM transaction (eprd.ops.apm).
 BuildRunner = Callable[[Callable[[], Snapshot]], Snapshot]
+# How a background task is started: (name, coroutine factory) -> task (eprd.ops.supervise).
+TaskStarter = Callable[[str, Callable[[], Awaitable[None]]], "asyncio.Task[None]"]
 
 
 def build(indexers: Sequence[Indexer], generation: int = 1, previous: Snapshot | None = None) -> Snapshot:
@@ -59,12 +62,18 @@ class Combined:
         """The first snapshot, from what the indexers loaded at start-up."""
         return self._runner(lambda: build(self.indexers))
 
-    async def run(self, get: Callable[[], Snapshot], swap: Callable[[Snapshot], None]) -> None:
-        """Run every indexer's background task; each change swaps a new snapshot in after ``get()``."""
+    async def run(
+        self, get: Callable[[], Snapshot], swap: Callable[[Snapshot], None], start: TaskStarter | None = None
+    ) -> None:
+        """Run every indexer's background task; each change swaps a new snapshot in after ``get()``.
+
+        ``start(name, factory)`` runs a task (the server passes its supervisor's, which restarts
+        a task that fails); without it each task runs once.
+        """
         self._get, self._swap = get, swap
+        starter = start or (lambda name, factory: asyncio.create_task(factory(), name=f"eprd-{name}"))
         tasks = [
-            asyncio.create_task(indexer.run(self.changed), name=f"eprd-{indexer.task}")
-            for indexer in self.indexers
+            starter(indexer.task, functools.partial(indexer.run, self.changed)) for indexer in self.indexers
         ]
         try:
             await asyncio.gather(*tasks)

@@ -17,6 +17,8 @@ import json
 import re
 from typing import Any
 
+from eprd.model import limits
+
 # Characters libyaml refuses, and line breaks other than \n (YAML 1.1 also breaks lines at
 # NEL, LS and PS): the document is left to PyYAML.
 _DECLINED_CHARS = re.compile(
@@ -114,6 +116,7 @@ class _Reader:
         self.text = [line.strip(" ") for line in lines]
         self.indent = [len(line) - len(line.lstrip(" ")) for line in lines]
         self.count = len(lines)
+        self.depth = 0  # open mappings and sequences: beyond MAX_YAML_DEPTH, PyYAML reports it
 
     def document(self) -> Any:
         i = self._content(0)
@@ -148,6 +151,9 @@ class _Reader:
         return self._mapping(i, indent, content)
 
     def _sequence(self, i: int, indent: int) -> tuple[list[Any], int]:
+        self.depth += 1
+        if self.depth > limits.MAX_YAML_DEPTH:
+            raise _Declined
         items: list[Any] = []
         text, indents, count = self.text, self.indent, self.count
         while i < count and indents[i] == indent:
@@ -171,9 +177,13 @@ class _Reader:
                 i += 1
         if i < count and indents[i] > indent:
             raise _Declined
+        self.depth -= 1
         return items, i
 
     def _mapping(self, i: int, indent: int, first: str) -> tuple[dict[Any, Any], int]:
+        self.depth += 1
+        if self.depth > limits.MAX_YAML_DEPTH:
+            raise _Declined
         mapping: dict[Any, Any] = {}
         text, indents, count = self.text, self.indent, self.count
         content = first
@@ -221,6 +231,7 @@ class _Reader:
             while i < count and (not text[i] or text[i][0] == "#"):
                 i += 1
             if i == count or indents[i] < indent:
+                self.depth -= 1
                 return mapping, i
             if indents[i] > indent:
                 raise _Declined

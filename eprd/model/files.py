@@ -16,8 +16,11 @@ import stat
 import struct
 import threading
 import zipfile
+import zlib
 from collections import OrderedDict
 from typing import NamedTuple
+
+from eprd.model import limits
 
 
 class PackageFileError(ValueError):
@@ -90,22 +93,28 @@ class DirFiles(PackageFiles):
 
     def entries(self) -> list[Entry]:
         out: list[Entry] = []
-        self._walk("", out)
+        self._walk("", out, 1)
         return out
 
-    def _walk(self, prefix: str, out: list[Entry]) -> None:
+    def _walk(self, prefix: str, out: list[Entry], depth: int) -> None:
         # Names and types only (from the directory listing itself): no stat per file.
+        if depth > limits.MAX_FOLDER_DEPTH:
+            raise PackageFileError(f"folders nested deeper than {limits.MAX_FOLDER_DEPTH} levels: {prefix}")
         folder = os.path.join(self.root, prefix) if prefix else self.root
         with os.scandir(folder) as it:
             items = sorted(it, key=lambda e: e.name)
+        if len(out) + len(items) > limits.MAX_ENTRIES:
+            raise PackageFileError(f"more than {limits.MAX_ENTRIES} files and folders in the package")
         for item in items:
             rel = f"{prefix}{item.name}"
+            if not item.name.isascii():
+                _check_name(rel)
             if item.is_symlink():
                 self._check_link(rel)
                 out.append(Entry(rel, False))
             elif item.is_dir(follow_symlinks=False):
                 out.append(Entry(rel, True))
-                self._walk(rel + "/", out)
+                self._walk(rel + "/", out, depth + 1)
             elif item.is_file(follow_symlinks=False):
                 out.append(Entry(rel, False))
 
@@ -140,7 +149,7 @@ class DirFiles(PackageFiles):
     def read_listed(self, path: str) -> bytes:
         """Read a file :meth:`entries` just listed (and checked), without resolving it again."""
         self.reads.add(path)
-        return _read_whole(os.path.join(self.root, path))
+        return _read_whole(os.path.join(self.root, path), limits.MAX_FILE_BYTES, path)
 
     def info(self, path: str) -> FileInfo | None:
         real = self.resolve(path)
@@ -155,17 +164,35 @@ class DirFiles(PackageFiles):
 _READ_SIZE = 1 << 16
 
 
-def _read_whole(path: str) -> bytes:
-    """A file's content, with plain system calls (half the cost of ``open().read()``)."""
+def _read_whole(path: str, limit: int | None = None, name: str = "") -> bytes:
+    """A file's content, with plain system calls (half the cost of ``open().read()``).
+
+    With a ``limit``, a file longer than that many bytes is a PackageFileError (read no further).
+    """
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         chunks = [os.read(fd, _READ_SIZE)]
         # A short read of a regular file is its end: no second call to be told so.
+        read = len(chunks[0])
         while len(chunks[-1]) == _READ_SIZE:
+            if limit is not None and read > limit:
+                raise PackageFileError(f"file {name} is larger than {limit} bytes")
             chunks.append(os.read(fd, _READ_SIZE))
+            read += len(chunks[-1])
     finally:
         os.close(fd)
+    if limit is not None and read > limit:
+        raise PackageFileError(f"file {name} is larger than {limit} bytes")
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _check_name(rel: str) -> None:
+    """File names must be UTF-8: every document, log line and archive carries them as text."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(rel).decode("utf-8", "backslashreplace")
+        raise PackageFileError(f"file name is not valid UTF-8: {shown}") from None
 
 
 def _inside(path: str, root: str) -> bool:
@@ -180,12 +207,14 @@ class ZipFiles(PackageFiles):
     def __init__(self, location: str) -> None:
         self.location = location
         # Kept open in the cache of open archives: loading reads several files from it next.
-        infos = _ZIP_CACHE.archive(location).infolist()
+        archive = _ZIP_CACHE.archive(location)
+        infos = archive.infolist()
         for info in infos:
             name = info.filename.rstrip("/")
             if name and _safe_relative(name) is None:
                 raise PackageFileError(f"unsafe entry name in zip archive: {info.filename!r}")
         self.prefix = _zip_root(infos, location)
+        check_zip(archive)
         # Plain tuples rather than Entry and FileInfo: packages travel from loader processes and
         # through the index cache pickled, and a named tuple costs a Python call to unpickle.
         self._entries: list[tuple[str, bool]] = []
@@ -213,16 +242,164 @@ class ZipFiles(PackageFiles):
         return None if found is None else FileInfo(*found)
 
     def read(self, path: str) -> bytes:
+        """The content of a file; PackageFileError if the archive changed and cannot give it."""
         if path not in self._files:
             raise FileNotFoundError(path)
         return _ZIP_CACHE.read(self.location, self.prefix + path)
 
+    def read_listed(self, path: str) -> bytes:
+        """Read a file to parse it (within :data:`eprd.model.limits.MAX_FILE_BYTES`)."""
+        found = self._files.get(path)
+        if found is not None and found[0] > limits.MAX_FILE_BYTES:
+            raise PackageFileError(f"file {path} is larger than {limits.MAX_FILE_BYTES} bytes")
+        return self.read(path)
+
 
 def _open_zip(location: str) -> zipfile.ZipFile:
     try:
+        with open(location, "rb") as fh:
+            # The entry count from the end record, before zipfile builds an object per entry: a
+            # small archive can declare millions of them.
+            end = zipfile._EndRecData(fh)  # type: ignore[attr-defined]
+        if end is not None and end[zipfile._ECD_ENTRIES_TOTAL] > limits.MAX_ENTRIES:  # type: ignore[attr-defined]
+            raise PackageFileError(f"more than {limits.MAX_ENTRIES} entries in zip archive")
         return zipfile.ZipFile(location)
-    except (zipfile.BadZipFile, OSError, ValueError) as err:
-        raise PackageFileError(f"invalid zip file: {err}") from err
+    except PackageFileError:
+        raise
+    except Exception as err:  # zipfile raises many types for damaged archives (struct.error, EOFError...)
+        raise PackageFileError(f"invalid zip file: {type(err).__name__}: {err}") from err
+
+
+_ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated"}
+_CHECK_CHUNK = 1 << 20
+
+
+def check_zip(archive: zipfile.ZipFile) -> None:
+    """Make sure every entry of ``archive`` can be read, once, within the limits; else PackageFileError.
+
+    An accepted zip then never fails a request: the central directory is checked against the
+    limits first (entry count, sizes, compression ratio, methods Go's archive/zip reads, no
+    encryption, no entries sharing data), then every entry is decompressed in one streaming
+    pass straight from the file, which checks its local header and name, its deflate data, its
+    size and its CRC-32.
+    """
+    infos = archive.infolist()
+    if len(infos) > limits.MAX_ENTRIES:
+        raise PackageFileError(f"more than {limits.MAX_ENTRIES} entries in zip archive")
+    total = 0
+    names: set[str] = set()
+    for info in infos:
+        if info.filename in names:
+            raise PackageFileError(f"duplicate zip entry {info.filename}")
+        names.add(info.filename)
+        if info.compress_type not in _ZIP_METHODS:
+            raise PackageFileError(
+                f"zip entry {info.filename} uses unsupported compression method {info.compress_type}"
+            )
+        if info.flag_bits & 0x41:  # (0x40: strong encryption)
+            raise PackageFileError(f"zip entry {info.filename} is encrypted")
+        if info.flag_bits & 0x20:
+            raise PackageFileError(f"zip entry {info.filename} holds compressed patched data")
+        total += info.file_size
+        if total > limits.MAX_ZIP_BYTES:
+            raise PackageFileError(f"zip entries hold more than {limits.MAX_ZIP_BYTES} bytes decompressed")
+        if info.file_size > limits.RATIO_MIN_BYTES and info.file_size > limits.MAX_ZIP_RATIO * max(
+            info.compress_size, 1
+        ):
+            raise PackageFileError(
+                f"zip entry {info.filename} expands more than {limits.MAX_ZIP_RATIO} times"
+            )
+    _check_no_overlap(archive, infos)
+    if archive.filename is None:
+        return
+    fd = os.open(archive.filename, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for info in infos:
+            if not (info.is_dir() and info.compress_size == 0):
+                try:
+                    _check_entry(fd, info)
+                except PackageFileError:
+                    raise
+                except Exception as err:  # zlib.error, OSError, struct.error, ...
+                    raise PackageFileError(f"damaged zip entry {info.filename}: {_describe(err)}") from None
+    finally:
+        os.close(fd)
+
+
+def _entry_name(info: zipfile.ZipInfo) -> bytes:
+    """The name's bytes as stored (zipfile decodes it as UTF-8 when flagged so, else as CP437)."""
+    name = info.orig_filename
+    if name.isascii():
+        return name.encode("ascii")
+    return name.encode("utf-8" if info.flag_bits & 0x800 else "cp437", "surrogateescape")
+
+
+def _check_entry(fd: int, info: zipfile.ZipInfo) -> None:
+    """One entry, read straight from the file: local header, then its data decompressed and checked.
+
+    (What ZipFile.open and read check, without their per-entry objects: a zip package has hundreds
+    of entries, and this runs for every zip of a cold start.)
+    """
+    header = os.pread(fd, 30, info.header_offset)
+    if len(header) < 30 or header[:4] != b"PK\x03\x04":
+        raise PackageFileError(f"damaged zip entry {info.filename}: bad local file header")
+    name_len, extra_len = struct.unpack_from("<HH", header, 26)
+    local_name = os.pread(fd, name_len, info.header_offset + 30)
+    if local_name != _entry_name(info):
+        raise PackageFileError(
+            f"damaged zip entry {info.filename}: file name in directory {info.orig_filename!r} "
+            f"and header {local_name!r} differ"
+        )
+    offset = info.header_offset + 30 + name_len + extra_len
+    left = info.compress_size
+    inflate = zlib.decompressobj(-15) if info.compress_type == zipfile.ZIP_DEFLATED else None
+    size = crc = 0
+    while left > 0:
+        chunk = os.pread(fd, min(left, _CHECK_CHUNK), offset)
+        if not chunk:
+            raise PackageFileError(f"damaged zip entry {info.filename}: truncated data")
+        offset += len(chunk)
+        left -= len(chunk)
+        if inflate is not None:
+            # Never more than the declared size (plus one byte, to notice a lie) at a time.
+            chunk = inflate.decompress(chunk, info.file_size - size + 1)
+            while True:
+                size += len(chunk)
+                crc = zlib.crc32(chunk, crc)
+                if size > info.file_size or not inflate.unconsumed_tail:
+                    break
+                chunk = inflate.decompress(inflate.unconsumed_tail, info.file_size - size + 1)
+        else:
+            size += len(chunk)
+            crc = zlib.crc32(chunk, crc)
+        if size > info.file_size:
+            raise PackageFileError(f"damaged zip entry {info.filename}: more data than its declared size")
+    if inflate is not None and not inflate.eof:
+        raise PackageFileError(f"damaged zip entry {info.filename}: deflate data ends early")
+    if size != info.file_size:
+        raise PackageFileError(f"damaged zip entry {info.filename}: {size} bytes, {info.file_size} declared")
+    if crc != info.CRC:
+        raise PackageFileError(f"damaged zip entry {info.filename}: Bad CRC-32")
+
+
+def _check_no_overlap(archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo]) -> None:
+    """Entries that share compressed data are how small zips expand to terabytes."""
+    end = 0
+    for info in sorted(infos, key=lambda i: i.header_offset):
+        if info.header_offset < end:
+            raise PackageFileError(f"zip entry {info.filename} overlaps another entry")
+        name = len(_entry_name(info))
+        # (A lower bound of the entry's end: its local extra field and data descriptor come on top.)
+        end = info.header_offset + 30 + name + info.compress_size
+    start_dir = getattr(archive, "start_dir", None)
+    if isinstance(start_dir, int) and end > start_dir:
+        raise PackageFileError("zip entry data overlaps the central directory")
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, zlib.error):
+        return f"invalid deflate data ({err})"
+    return f"{type(err).__name__}: {err}" if not isinstance(err, zipfile.BadZipFile) else str(err)
 
 
 def _zip_root(infos: list[zipfile.ZipInfo], location: str) -> str:
@@ -276,11 +453,14 @@ class _ZipCache:
             return archive
 
     def read(self, location: str, name: str) -> bytes:
+        """An entry of the archive at ``location``: FileNotFoundError, or PackageFileError if damaged."""
         archive = self.archive(location)
         try:
             return archive.read(name)
         except KeyError as err:
             raise FileNotFoundError(name) from err
+        except Exception as err:  # the archive was replaced by a damaged one since it was checked
+            raise PackageFileError(f"cannot read zip entry {name}: {_describe(err)}") from err
 
 
 _ZIP_CACHE = _ZipCache()

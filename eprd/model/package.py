@@ -22,11 +22,11 @@ import semver
 from eprd.model import gojson, yamlfile
 from eprd.model.categories import CATEGORIES
 from eprd.model.datastream import (
-    DataStreamError,
     data_stream_dirs,
     data_stream_summary,
     load_data_stream,
 )
+from eprd.model.errors import PackageError, printable, rejection
 from eprd.model.files import DirFiles, PackageFileError, PackageFiles, open_package, signature_path
 from eprd.model.listing import Listing
 from eprd.model.manifest import (
@@ -57,18 +57,6 @@ from eprd.model.sections import (
 from eprd.model.versions import Constraint, VersionError, is_prerelease, parse_strict, sort_key
 
 log = logging.getLogger("eprd.package")
-
-
-class PackageError(ValueError):
-    """A package version that cannot be served; ``reason`` says why."""
-
-    def __init__(self, location: str, reason: str) -> None:
-        super().__init__(f"{location}: {reason}")
-        self.location = location
-        self.reason = reason
-
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:
-        return (PackageError, (self.location, self.reason))
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,20 +104,27 @@ def load_package(location: str, options: LoadOptions) -> tuple[Package | Package
 
     Returns the package, or the error that makes it invalid, and the paths its content was
     derived from (empty when not even its file list could be read), for the index cache.
+
+    This is the one boundary around loading a version: whatever goes wrong inside, of whatever
+    exception type (RecursionError, MemoryError, a zipfile or codec error...), rejects this
+    version with a reason (:func:`rejection`) and never reaches the caller.
     """
     files: PackageFiles | None = None
     listing: Listing | None = None
     try:
+        if printable(location) != location:
+            raise PackageFileError("path is not valid UTF-8")
         files = open_package(location)
         listing = Listing(files.entries())
         result: Package | PackageError = _Loader(files, listing, options).load()
-    except (PackageFileError, ManifestError, DataStreamError, yamlfile.YAMLError, VersionError) as err:
-        result = PackageError(location, str(err))
-    except OSError as err:
-        result = PackageError(location, f"{err.strerror or err}: {err.filename or ''}".rstrip(": "))
+    except Exception as err:
+        result = rejection(location, err)
     if files is None or listing is None:
         return result, ()
-    return result, _inputs(files, listing)
+    try:
+        return result, _inputs(files, listing)
+    except Exception:  # (nothing to stamp: the version is read again when anything changes)
+        return result, ()
 
 
 def _inputs(files: PackageFiles, listing: Listing) -> tuple[str, ...]:

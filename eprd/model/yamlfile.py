@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from yaml.nodes import Node, ScalarNode, SequenceNode
 
-from eprd.model import fastyaml
+from eprd.model import fastyaml, limits
 from eprd.model.fastyaml import CONSTANTS, scalar, to_float, to_int
 from eprd.model.gofmt import go_string
 
@@ -53,43 +53,87 @@ _EXPLICIT = {
 }
 
 
-def _build(node: Node, built: dict[int, Any]) -> Any:
-    known = built.get(id(node))
-    if known is not None:
-        return known  # an alias of an anchored node
-    if isinstance(node, ScalarNode):
-        if node.tag == _PLAIN:
-            return scalar(node.value)
-        convert = _EXPLICIT.get(node.tag)
-        return convert(node.value) if convert is not None else node.value
-    if isinstance(node, SequenceNode):
-        items: list[Any] = []
-        built[id(node)] = items
-        items.extend(_build(child, built) for child in node.value)
-        return items
-    mapping: dict[Any, Any] = {}
-    built[id(node)] = mapping
-    merged: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        if (
-            isinstance(key_node, ScalarNode)
-            and key_node.tag in (_PLAIN, "tag:yaml.org,2002:merge")
-            and (key_node.value == "<<")
-        ):
-            for source in value_node.value if isinstance(value_node, SequenceNode) else [value_node]:
-                value = _build(source, built)
-                if not isinstance(value, dict):
-                    raise YAMLError("expected a mapping for merging")
-                merged = {**value, **merged}
-            continue
-        key = _build(key_node, built)
-        try:
-            mapping[key] = _build(value_node, built)
-        except TypeError:
-            raise YAMLError(f"found unhashable key at line {key_node.start_mark.line + 1}") from None
-    for key, value in merged.items():
-        mapping.setdefault(key, value)
-    return mapping
+class _Builder:
+    """Python values from a composed node graph, within the limits of :mod:`eprd.model.limits`.
+
+    An alias is the same node object met again: its value is shared, not copied, but what it
+    would expand to is counted, so that a "billion laughs" document is refused before anything
+    walks it, and an alias inside its own anchor (``x: &a [*a]``) is refused as yaml.v2 does.
+    """
+
+    def __init__(self) -> None:
+        self.built: dict[int, Any] = {}
+        self.sizes: dict[int, int] = {}  # node id -> nodes in its expanded subtree
+        self.building: set[int] = set()
+        self.nodes = 0
+        self.aliases = 0
+
+    def build(self, node: Node, depth: int = 1) -> Any:
+        key = id(node)
+        known = self.built.get(key)
+        if known is not None:
+            return self._alias(node, known)
+        self.nodes += 1
+        if isinstance(node, ScalarNode):
+            if node.tag == _PLAIN:
+                return scalar(node.value)
+            convert = _EXPLICIT.get(node.tag)
+            return convert(node.value) if convert is not None else node.value
+        if depth > limits.MAX_YAML_DEPTH:
+            raise YAMLError(
+                f"nesting deeper than {limits.MAX_YAML_DEPTH} levels at line {node.start_mark.line + 1}"
+            )
+        if self.nodes > limits.MAX_YAML_NODES:
+            raise YAMLError(f"more than {limits.MAX_YAML_NODES} nodes")
+        start = self.nodes
+        self.building.add(key)
+        if isinstance(node, SequenceNode):
+            items: list[Any] = []
+            self.built[key] = items
+            items.extend(self.build(child, depth + 1) for child in node.value)
+            value: Any = items
+        else:
+            value = self._mapping(node, key, depth)
+        self.building.discard(key)
+        self.sizes[key] = self.nodes - start + 1
+        return value
+
+    def _alias(self, node: Node, value: Any) -> Any:
+        key = id(node)
+        if key in self.building:
+            raise YAMLError(f"anchor value contains itself (line {node.start_mark.line + 1})")
+        self.aliases += 1
+        self.nodes += self.sizes.get(key, 1)
+        if self.aliases > limits.MAX_YAML_ALIASES:
+            raise YAMLError(f"more than {limits.MAX_YAML_ALIASES} aliases")
+        if self.nodes > limits.MAX_YAML_NODES:
+            raise YAMLError(f"aliases expand to more than {limits.MAX_YAML_NODES} nodes")
+        return value
+
+    def _mapping(self, node: Node, key: int, depth: int) -> dict[Any, Any]:
+        mapping: dict[Any, Any] = {}
+        self.built[key] = mapping
+        merged: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if (
+                isinstance(key_node, ScalarNode)
+                and key_node.tag in (_PLAIN, "tag:yaml.org,2002:merge")
+                and (key_node.value == "<<")
+            ):
+                for source in value_node.value if isinstance(value_node, SequenceNode) else [value_node]:
+                    value = self.build(source, depth + 1)
+                    if not isinstance(value, dict):
+                        raise YAMLError("expected a mapping for merging")
+                    merged = {**value, **merged}
+                continue
+            item_key = self.build(key_node, depth + 1)
+            try:
+                mapping[item_key] = self.build(value_node, depth + 1)
+            except TypeError:
+                raise YAMLError(f"found unhashable key at line {key_node.start_mark.line + 1}") from None
+        for item_key, value in merged.items():
+            mapping.setdefault(item_key, value)
+        return mapping
 
 
 _MEMO: OrderedDict[bytes, Any] = OrderedDict()
@@ -130,30 +174,50 @@ def _parse(raw: bytes) -> Any:
         return value
     try:
         node = yaml.compose(raw, Loader=_Composer)  # a CSafeLoader subclass
-        return None if node is None else _build(node, {})
+        return None if node is None else _Builder().build(node)
     except yaml.YAMLError as err:
         raise YAMLError(str(err).replace("\n", " ")) from None
+    except YAMLError:
+        raise
     except (ValueError, TypeError, RecursionError) as err:
         raise YAMLError(f"invalid YAML value: {err}") from None
 
 
-def expand_dotted(value: Any) -> Any:
+def expand_dotted(value: Any, depth: int = 1) -> Any:
     """Turn ``{"a.b": 1}`` into ``{"a": {"b": 1}}`` recursively, merging objects.
 
-    Parts without dotted keys are returned as they are (not copied); nothing is modified.
+    Parts without dotted keys are returned as they are (not copied); nothing is modified. The
+    levels dotted keys add count towards :data:`eprd.model.limits.MAX_YAML_DEPTH` (YAMLError
+    beyond it), which also bounds the recursion here.
     """
     if isinstance(value, dict):
-        expanded = [(key, expand_dotted(item)) for key, item in value.items()]
+        if depth > limits.MAX_YAML_DEPTH:
+            raise YAMLError(f"nesting deeper than {limits.MAX_YAML_DEPTH} levels")
+        expanded = [(key, expand_dotted(item, depth + 1)) for key, item in value.items()]
         if all(type(key) is str and "." not in key and new is value[key] for key, new in expanded):
             return value
         out: dict[str, Any] = {}
         for key, item in expanded:
-            _set_path(out, _key(key).split("."), item)
+            parts = _key(key).split(".")
+            if len(parts) > 1 and depth + len(parts) - 1 + _depth(item) > limits.MAX_YAML_DEPTH:
+                raise YAMLError(f"nesting deeper than {limits.MAX_YAML_DEPTH} levels (dotted key)")
+            _set_path(out, parts, item)
         return out
     if isinstance(value, list):
-        items = [expand_dotted(item) for item in value]
+        if depth > limits.MAX_YAML_DEPTH:
+            raise YAMLError(f"nesting deeper than {limits.MAX_YAML_DEPTH} levels")
+        items = [expand_dotted(item, depth + 1) for item in value]
         return value if all(new is old for new, old in zip(items, value, strict=True)) else items
     return value
+
+
+def _depth(value: Any) -> int:
+    """Levels of nesting of an expanded value (bounded: it passed expand_dotted's checks)."""
+    if isinstance(value, dict):
+        return 1 + max((_depth(item) for item in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(item) for item in value), default=0)
+    return 0
 
 
 def _key(key: Any) -> str:

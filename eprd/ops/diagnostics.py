@@ -15,7 +15,7 @@ Everything is under ``/debug/pprof/``:
   ``-httpprof`` is set (started before packages are loaded);
 * ``snapshot``: JSON describing what the current snapshot holds: counts,
   generation, build time, rejected package versions with their reasons, and the
-  watcher's statistics;
+  watcher's statistics and each background task's state;
 * ``cmdline``: the command line, NUL-separated like Go's.
 
 Anything else answers 404 ``404 page not found``.
@@ -94,7 +94,8 @@ unless <code>idle=true</code>.</td></tr>
 Set PYTHONTRACEMALLOC=N before start for N frames per allocation.</td></tr>
 <tr><td><a href="snapshot">snapshot</a></td>
 <td>What the current snapshot holds: package counts, generation, build time, rejected package
-versions with their reasons, response cache entries, watcher statistics (JSON).</td></tr>
+versions with their reasons, response cache entries, watcher statistics, each background task's
+state (running / restarting / stopped, restarts, last error) (JSON).</td></tr>
 <tr><td><a href="cmdline">cmdline</a></td><td>The command line, NUL-separated.</td></tr>
 </table>
 </body>
@@ -286,7 +287,8 @@ def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def snapshot_report(registry: Registry) -> dict[str, Any]:
+def snapshot_report(registry: Registry, tasks: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What /debug/pprof/snapshot shows: the snapshot, the watcher, and each background task's state."""
     snap = registry.snapshot
     watcher = registry.watcher
     cache = getattr(snap, "cache", None)
@@ -302,6 +304,7 @@ def snapshot_report(registry: Registry) -> dict[str, Any]:
         "ready": registry.is_ready(),
         "shutting_down": registry.shutting_down,
         "watcher": dataclasses.asdict(watcher.stats) if watcher is not None else None,
+        "tasks": tasks() if tasks is not None else {},
     }
 
 
@@ -314,6 +317,8 @@ class Diagnostics:
     def __init__(self, argv: Sequence[str] | None = None) -> None:
         self.argv = list(sys.argv if argv is None else argv)
         self.registry: Registry | None = None
+        # Each supervised background task's state (see eprd.ops.supervise), set by the server.
+        self.tasks_state: Callable[[], dict[str, Any]] | None = None
         self.stop = threading.Event()
         self._started_tracemalloc = False
 
@@ -402,7 +407,7 @@ class Diagnostics:
         if self.registry is None:
             body, status = {"loading": True, "message": "packages are still being loaded"}, 503
         else:
-            body, status = snapshot_report(self.registry), 200
+            body, status = snapshot_report(self.registry, self.tasks_state), 200
         return web.Response(
             status=status,
             body=orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n",

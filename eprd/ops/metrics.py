@@ -240,6 +240,14 @@ class Metrics:
             buckets=GO_DEFAULT_BUCKETS,
         )
 
+        self.proxy_stale_answers = Counter(
+            "proxy_stale_answers_total",
+            "Proxy mode answers built from a stale upstream answer because the upstream failed",
+            ("component",),
+            namespace="eprd",
+            registry=r,
+        )
+
         # eprd's own: the live snapshot and its rebuilds.
         self.packages_served = Gauge(
             "packages_served", "Package versions the current snapshot serves", namespace="eprd", registry=r
@@ -278,6 +286,13 @@ class Metrics:
             registry=r,
             buckets=REBUILD_BUCKETS,
         )
+        self.task_restarts = Counter(
+            "background_task_restarts_total",
+            "Background tasks (the package path watcher, ...) that failed and were restarted",
+            ("task",),
+            namespace="eprd",
+            registry=r,
+        )
 
     # --- wiring -------------------------------------------------------------------------------
 
@@ -298,6 +313,10 @@ class Metrics:
         if changes.rejected:
             self.rejections.inc(len(changes.rejected))
 
+    def on_task_restart(self, task: str) -> None:
+        """A ``Supervisor.on_restart`` callback."""
+        self.task_restarts.labels(task).inc()
+
     def observe_indexer(self, indexer: str, seconds: float) -> None:
         self.indexer_get.labels(indexer).observe(seconds)
 
@@ -314,6 +333,10 @@ class Metrics:
         self.upstream_duration.labels(component).observe(seconds)
         if outcome == "ok" and component in STORAGE_COMPONENTS:
             self.storage_requests.labels("remote", component).inc()
+
+    def proxy_stale(self, component: str) -> None:
+        """A stale upstream answer served in proxy mode (an ``UpstreamCache.on_stale`` callback)."""
+        self.proxy_stale_answers.labels(component).inc()
 
     # --- requests -----------------------------------------------------------------------------
 

@@ -186,8 +186,6 @@ class Upstream:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=90),
                 headers={"User-Agent": self._user_agent},
-                # Bodies are passed on as they came: no transparent gunzip of artifacts.
-                auto_decompress=False,
                 raise_for_status=False,
             )
         return self._session
@@ -361,9 +359,11 @@ class Upstream:
             with self.observer.span(component, "GET", url):
                 resp = await session.get(
                     url,
-                    headers=dict(headers or {}),
+                    # Bodies are passed on as they come, their Content-Length checkable: no gzip.
+                    headers={"Accept-Encoding": "identity", **(headers or {})},
                     timeout=self._timeout(started, budget, total=False),
                     allow_redirects=True,
+                    auto_decompress=False,
                 )
             if retryable_status(resp.status):
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))

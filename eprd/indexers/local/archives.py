@@ -162,6 +162,10 @@ class ArchiveStore:
         )
         return path
 
+    def make_room(self, keep: str) -> None:
+        """After a file was added to the folder by someone else (proxy mode's pulled files)."""
+        self._evict(keep)
+
     def _evict(self, keep: str) -> None:
         """Delete the least recently used archives while the folder holds more than ``max_bytes``.
 

@@ -80,8 +80,12 @@ def _load_chunk(locations: list[str], options: LoadOptions) -> list[Loaded]:
     out = []
     for location in locations:
         started = time.time_ns()
-        result, inputs = load_package(location, options)
-        out.append((location, result, indexcache.pending(location, inputs, started, result)))
+        result, inputs = load_package(location, options)  # (never raises: see load_package)
+        try:
+            pending = indexcache.pending(location, inputs, started, result)
+        except Exception:  # not cached, so read again next time: never a reason to fail the load
+            pending = None
+        out.append((location, result, pending))
     return out
 
 
@@ -99,8 +103,20 @@ def load_many(locations: list[str], options: LoadOptions, workers: int) -> list[
             chunks.append([])
         chunks[-1].append(location)
     with _worker_pool(workers) as pool:
-        futures = [pool.submit(_load_chunk, chunk, options) for chunk in chunks if chunk]
-        return [item for future in futures for item in future.result()]
+        futures = [(chunk, pool.submit(_load_chunk, chunk, options)) for chunk in chunks if chunk]
+        out: list[Loaded] = []
+        for chunk, future in futures:
+            try:
+                out.extend(future.result())
+            except Exception as err:  # the process died, or a result could not be sent back
+                log.warning(
+                    "a loader process failed (%s: %s), loading its %d versions in this process",
+                    type(err).__name__,
+                    err,
+                    len(chunk),
+                )
+                out.extend(_load_chunk(chunk, options))
+        return out
 
 
 def _worker_pool(workers: int) -> ProcessPoolExecutor:

@@ -20,7 +20,7 @@ from eprd.indexers.combined import build
 from eprd.indexers.local.archives import ArchiveStore
 from eprd.indexers.local.collection import Collection
 from eprd.indexers.local.watcher import Watcher
-from eprd.model.files import DirFiles
+from eprd.model.files import DirFiles, PackageFileError
 from eprd.model.mediatypes import content_type, content_type_by_name, sniff
 from eprd.model.package import LoadOptions, Package, PackageError
 
@@ -69,6 +69,9 @@ class LocalIndexer(Indexer):
             return NotFound("resource not found")
         try:
             body = await asyncio.to_thread(files.read, path)
+        except PackageFileError as err:  # the zip was replaced by a damaged one since it was loaded
+            log.warning("package file cannot be read: %s", err, extra={"file.path": files.location})
+            return NotFound("resource not found")
         except OSError as err:
             return Failed(f"cannot read package file {files.location}:{path}: {err}")
         return MemoryFile(
@@ -83,6 +86,9 @@ class LocalIndexer(Indexer):
             return Failed(f"no archive cache to build the download of {package.location}")
         try:
             path = await self.archives.get(package, fmt)
+        except PackageFileError as err:  # a file of the package cannot be read any more
+            log.warning("package archive cannot be built: %s", err, extra={"file.path": package.location})
+            return NotFound("resource not found")
         except OSError as err:
             return Failed(f"cannot build archive of {package.location}: {err}")
         return DiskFile(path, "application/zip" if fmt == ZIP else "application/gzip")

@@ -62,6 +62,10 @@ STEP_MS = 100
 DEBOUNCE_MS = 1000
 
 
+class WatchError(RuntimeError):
+    """The watch process failed or ended while watching: the supervisor starts the watcher again."""
+
+
 @dataclass(slots=True)
 class WatchStats:
     """Counters the metrics and diagnostics endpoints report."""
@@ -102,7 +106,10 @@ class Watcher:
     async def run(self, changed: Changed) -> None:
         """Watch until :meth:`stop`, awaiting ``changed`` after each update that changed something.
 
-        A watcher that cannot start leaves the registry serving.
+        A watcher that cannot start leaves the registry serving. Anything that goes wrong once
+        watching (a rebuild that raises, the watch process gone) raises out of here, for the
+        supervisor to log and start the watcher again: the next run compares stamps, so the
+        changes of a failed batch are picked up then.
         """
         self._changed = changed
         if self._stopped:
@@ -113,11 +120,10 @@ class Watcher:
         if not self.poll and self._feed is None:
             self._check_watch_limit()
         loop = asyncio.get_running_loop()
-        batches: asyncio.Queue[list[str] | tuple[str, str] | None] = asyncio.Queue()
-        self._batches = batches
         if self._feed is not None:
-            receive = self._feed
+            batches = self._feed_batches(loop)
         else:
+            batches = asyncio.Queue()
             receive, send = multiprocessing.Pipe(duplex=False)
             self._process = multiprocessing.get_context("spawn").Process(
                 target=watchproc.watch,
@@ -127,15 +133,16 @@ class Watcher:
             )
             self._process.start()
             send.close()
-        reader = threading.Thread(
-            target=_relay, args=(receive, loop, batches), name="eprd-watch-relay", daemon=True
-        )
-        reader.start()
+            reader = threading.Thread(
+                target=_relay, args=(receive, loop, batches), name="eprd-watch-relay", daemon=True
+            )
+            reader.start()
         self.stats.running = True
         try:
             while (item := await batches.get()) is not None:
                 if item == watchproc.READY:
-                    # Changes made between loading and now were not seen: compare stamps once.
+                    # Changes made between loading (or the last run) and now were not seen:
+                    # compare stamps once.
                     await self._rebuild(self.collection.refresh)
                     self.ready.set()
                     continue
@@ -145,8 +152,11 @@ class Watcher:
                     await self._rebuild(self.collection.refresh)
                     continue
                 if isinstance(item, tuple):
-                    self._failed(item[1])
-                    break
+                    if item[2]:
+                        self._failed(item[1])  # the system refuses the watches: live reload is off
+                        return
+                    self.stats.error = item[1]
+                    raise WatchError(f"the watch process failed: {item[1]}")
                 changed = set(item)
                 while not batches.empty():  # batches that queued up during a rebuild are one batch
                     more = batches.get_nowait()
@@ -155,9 +165,11 @@ class Watcher:
                         break
                     changed |= set(more)
                 await self._rebuild(self.collection.apply, sorted(changed))
+            if not self._stopped:
+                raise WatchError("the watch process ended unexpectedly")
         finally:
             self.stats.running = False
-            self.stop()
+            self._end_process()
 
     def _check_watch_limit(self) -> None:
         """Warn when the package paths hold more folders than inotify may watch."""
@@ -185,12 +197,31 @@ class Watcher:
         )
 
     def stop(self) -> None:
+        """End :meth:`run` (after the rebuild in progress, if any); it is not started again."""
         self._stopped = True
+        self._end_process()
+        if self._batches is not None:
+            self._batches.put_nowait(None)  # a feed stays open (the supervisor's): end the loop here
+
+    def _feed_batches(self, loop: asyncio.AbstractEventLoop) -> asyncio.Queue[Any]:
+        """The queue fed from ``feed``: one relay thread for every run, so that none loses a batch.
+
+        A run after a failed one starts with a comparison of stamps (as a new watch process's
+        READY would make it), which picks up the batch that failed.
+        """
+        if self._batches is None:
+            self._batches = asyncio.Queue()
+            threading.Thread(
+                target=_relay, args=(self._feed, loop, self._batches), name="eprd-watch-relay", daemon=True
+            ).start()
+        else:
+            self._batches.put_nowait(watchproc.READY)
+        return self._batches
+
+    def _end_process(self) -> None:
         process, self._process = self._process, None
         if process is not None and process.is_alive():
             process.terminate()  # it holds no state; the reader sees the pipe close and ends the loop
-        elif self._feed is not None and self._batches is not None:
-            self._batches.put_nowait(None)  # a feed stays open (the supervisor's): end the loop here
 
     async def _rebuild(self, update: Callable[..., Changes], *args: Any) -> None:
         started = time.monotonic()

@@ -35,7 +35,7 @@ def resolved(paths: Sequence[str]) -> tuple[tuple[str, bool], ...]:
 
 def watch(paths: list[str], step_ms: int, debounce_ms: int, poll: bool, conn: Connection) -> None:
     """Send :data:`READY` once watching, then each batch of changed paths, :data:`RELINKED` after a
-    link swap; errors as ``("error", text)``."""
+    link swap; errors as ``("error", text, permanent)``."""
     ready = False
     parent = os.getppid()
     try:
@@ -73,6 +73,9 @@ def watch(paths: list[str], step_ms: int, debounce_ms: int, poll: bool, conn: Co
             else:
                 return
     except Exception as err:  # reported by the parent, which keeps serving
-        conn.send(("error", f"{type(err).__name__}: {err}"))
+        # An OSError is the system refusing watches (the inotify limit, a missing path): watching
+        # again would fail again. Anything else (watchfiles cannot decode a file name that is not
+        # UTF-8, ...) is worth a restart: the parent's supervisor starts the watcher again.
+        conn.send(("error", f"{type(err).__name__}: {err}", isinstance(err, OSError)))
     finally:
         conn.close()
