@@ -217,3 +217,43 @@ def test_a_worker_that_cannot_start_stops_the_group(eprd_process, tmp_path: Path
     assert "Init failed: cannot read -favicon" in err
     assert "could not start; stopping every worker" in err
     assert "exited unexpectedly" not in err  # not restarted over and over
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The child processes of ``pid`` and their command lines."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                out[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def test_a_killed_watch_process_is_started_again(group) -> None:
+    pids = worker_pids(group.base)
+    watchers = [pid for pid, cmd in _children(group.proc.pid).items() if "spawn_main" in cmd]
+    assert len(watchers) == 1, _children(group.proc.pid)
+    os.kill(watchers[0], signal.SIGKILL)
+    deadline = time.monotonic() + DEADLINE
+    while True:  # a new watch process (its READY makes every worker compare stamps)
+        now = [pid for pid, cmd in _children(group.proc.pid).items() if "spawn_main" in cmd]
+        if now and now != watchers:
+            break
+        assert time.monotonic() < deadline, "no new watch process"
+        time.sleep(0.1)
+    time.sleep(1.0)  # (its watches are set up before it reports; an edit before that is caught by READY)
+    manifest = group.root / "alpha" / "1.0.0" / "manifest.yml"
+    manifest.write_text(manifest.read_text().replace("Alpha package", "Alpha, after the watcher died"))
+    until_every_worker(
+        group.base + "/package/alpha/1.0.0/",
+        pids,
+        lambda b: json.loads(b)["title"] == "Alpha, after the watcher died",
+    )
+    code, _, err = group.stop()
+    assert code == 0, err
+    assert "the watch process ended unexpectedly" in err

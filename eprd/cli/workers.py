@@ -91,6 +91,8 @@ class WorkerGroup:
         self.workers: dict[int, _Worker] = {}
         self.snapshot: Snapshot | None = None
         self.watch_ready = False
+        self.watch_refused = False
+        self.watch: tuple[BaseProcess, Connection] | None = None
         self.stopping = False
         self.failed = False
         self._fork = multiprocessing.get_context("fork")
@@ -142,9 +144,9 @@ class WorkerGroup:
         for index in range(self.count):
             self._start_worker(index)
         log.info("workers started", extra={"eprd.workers": self.count})
-        watch = self._start_watch()
+        self.watch = self._start_watch()
         try:
-            self._loop(watch)
+            self._loop()
         finally:
             signal.set_wakeup_fd(-1)
         return 1 if self.failed else 0
@@ -198,9 +200,10 @@ class WorkerGroup:
 
     # --- loop --------------------------------------------------------------------------------
 
-    def _loop(self, watch: tuple[BaseProcess, Connection] | None) -> None:
-        watch_conn = watch[1] if watch else None
+    def _loop(self) -> None:
+        watch_conn = self.watch[1] if self.watch else None
         pending_restart: dict[int, float] = {}
+        watch_restart: float | None = None
         while True:
             if self.stopping:
                 break
@@ -211,8 +214,9 @@ class WorkerGroup:
             if self.metrics_socket is not None:
                 waitables.append(self.metrics_socket)
             timeout = None
-            if pending_restart:
-                timeout = max(0.0, min(pending_restart.values()) - time.monotonic())
+            if pending_restart or watch_restart is not None:
+                soonest = min([*pending_restart.values(), *([watch_restart] if watch_restart else [])])
+                timeout = max(0.0, soonest - time.monotonic())
             ready = wait(waitables, timeout)
             if self._wake_r in ready:
                 with contextlib.suppress(BlockingIOError):
@@ -227,9 +231,16 @@ class WorkerGroup:
                     self._start_worker(index)
             if watch_conn is not None and watch_conn in ready:
                 watch_conn = self._relay(watch_conn)
+                if watch_conn is None and not self.stopping and not self.watch_refused:
+                    log.error("the watch process ended unexpectedly; starting it again in 1 s")
+                    watch_restart = time.monotonic() + RESTART_BACKOFF
+            if watch_restart is not None and watch_restart <= time.monotonic() and not self.stopping:
+                watch_restart = None
+                self.watch = self._start_watch()  # its READY makes every worker compare stamps
+                watch_conn = self.watch[1] if self.watch else None
             if self.metrics_socket is not None and self.metrics_socket in ready:
                 self._answer_scrape()
-        self._stop(watch)
+        self._stop(self.watch)
 
     def _lost(self, worker: _Worker, pending_restart: dict[int, float]) -> None:
         worker.process.join(0)
@@ -271,6 +282,8 @@ class WorkerGroup:
             return None
         if item == watchproc.READY:
             self.watch_ready = True
+        if isinstance(item, tuple) and len(item) > 2 and item[2]:
+            self.watch_refused = True  # the system refuses the watches: restarting would not help
         for worker in self.workers.values():
             self._send(worker, item)
         return conn
