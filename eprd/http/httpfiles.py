@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
-from typing import Any
+from typing import Any, BinaryIO
 
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
@@ -204,10 +204,17 @@ class DiskFileResponse(web.StreamResponse):
     """A file on disk sent with sendfile, with the semantics of Go's ServeContent."""
 
     def __init__(
-        self, path: str, headers: Mapping[str, str] | CIMultiDict[str], content_type_value: str
+        self,
+        path: str,
+        headers: Mapping[str, str] | CIMultiDict[str],
+        content_type_value: str,
+        *,
+        file: BinaryIO | None = None,
     ) -> None:
         super().__init__()
         self._path = path
+        # An already open file (of ``path``), sent and closed: a cache may delete the path meanwhile.
+        self._file = file
         self._extra = CIMultiDict(headers)
         self._ctype = content_type_value
 
@@ -215,7 +222,8 @@ class DiskFileResponse(web.StreamResponse):
         if self.prepared:
             return await super().prepare(request)
         loop = asyncio.get_running_loop()
-        fobj = await loop.run_in_executor(None, open, self._path, "rb")
+        fobj = self._file or await loop.run_in_executor(None, open, self._path, "rb")
+        self._file = None
         try:
             st = os.fstat(fobj.fileno())
             self._extra.update(self.headers)  # headers the handler chain added (e.g. CORS)

@@ -92,7 +92,9 @@ def resource_response(
 ) -> web.StreamResponse:
     """The response for what an indexer gave for a package file, with ``cache`` headers."""
     if isinstance(resource, DiskFile):
-        return httpfiles.DiskFileResponse(resource.path, headers_of(cache), resource.content_type)
+        return httpfiles.DiskFileResponse(
+            resource.path, headers_of(cache), resource.content_type, file=resource.opened
+        )
     if isinstance(resource, MemoryFile):
         return httpfiles.bytes_response(
             request,

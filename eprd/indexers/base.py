@@ -15,6 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from eprd.model.package import Package, PackageError
 
@@ -52,6 +53,9 @@ class DiskFile:
 
     path: str
     content_type: str
+    # The file already open (then sent and closed by the HTTP layer): a cache may delete ``path``
+    # between the indexer's answer and the response, and an open file is still whole.
+    opened: BinaryIO | None = None
 
 
 @dataclass(frozen=True, slots=True)

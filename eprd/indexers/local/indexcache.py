@@ -24,6 +24,7 @@ its load started is not cached.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -216,7 +217,8 @@ def write(path: str, entries: dict[str, Cached]) -> None:
         with os.fdopen(fd, "wb") as fh:
             pickle.dump(stamps, fh, protocol=pickle.HIGHEST_PROTOCOL)
             pickle.dump(results, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # atomic: another eprd reading the file gets the old one or this one
     except BaseException:
-        os.unlink(tmp)
+        with contextlib.suppress(OSError):  # (the write's own error is the one to report)
+            os.unlink(tmp)
         raise

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from eprd.catalog.snapshot import Snapshot
 from eprd.indexers.base import ZIP, Changed, DiskFile, Failed, Indexer, MemoryFile, NotFound, Resource
 from eprd.indexers.combined import build
-from eprd.indexers.local.archives import ArchiveStore
+from eprd.indexers.local.archives import ArchiveError, ArchiveStore
 from eprd.indexers.local.collection import Collection
 from eprd.indexers.local.watcher import Watcher
 from eprd.model.files import DirFiles, PackageFileError
@@ -85,13 +85,17 @@ class LocalIndexer(Indexer):
         if self.archives is None:
             return Failed(f"no archive cache to build the download of {package.location}")
         try:
-            path = await self.archives.get(package, fmt)
-        except PackageFileError as err:  # a file of the package cannot be read any more
+            # (never an error of the archive cache: built in memory when the cache cannot be used)
+            found = await self.archives.fetch(package, fmt)
+        except (ArchiveError, PackageFileError) as err:  # a file of the package cannot be read any more
             log.warning("package archive cannot be built: %s", err, extra={"file.path": package.location})
             return NotFound("resource not found")
         except OSError as err:
             return Failed(f"cannot build archive of {package.location}: {err}")
-        return DiskFile(path, "application/zip" if fmt == ZIP else "application/gzip")
+        ctype = "application/zip" if fmt == ZIP else "application/gzip"
+        if found.file is not None:
+            return DiskFile(found.file.name, ctype, opened=found.file)
+        return MemoryFile(found.body or b"", ctype, 0.0, found.etag or "")
 
     async def signature(self, package: Package) -> Resource:
         sig = package.signature
