@@ -8,6 +8,17 @@
 # Packages are read from /packages/package-registry (mount them, or bake them in with a derived
 # image), the configuration from /package-registry/config.yml. Every eprd flag can be set through
 # its EPR_* variable (-log-level -> EPR_LOG_LEVEL); arguments after the image name are eprd flags.
+#
+# Baking packages and their index into a derived image (containers then start without reading a
+# package: the index stamps sizes and mtimes, which image layers keep):
+#
+#   FROM eprd
+#   COPY --chown=10001:10001 packages/ /packages/package-registry/
+#   RUN ["eprd", "-dry-run"]   # validates, and writes the index into EPR_CACHE_DIR (/var/cache/eprd)
+#
+# Run the -dry-run with the same package settings the containers use (EPR_REQUIRE_PACKAGE_SIGNATURES,
+# -disable-package-validation, config.yml's package_paths): the index is kept per settings.
+# EPR_WORKERS: serving processes on the one port; set it to the container's CPU limit.
 
 ARG PYTHON_IMAGE=python:3.12-slim
 
@@ -50,7 +61,8 @@ ENV PATH=/opt/eprd/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     EPR_ADDRESS=0.0.0.0:8080 \
     EPR_CONFIG=/package-registry/config.yml \
-    EPR_CACHE_DIR=/var/cache/eprd
+    EPR_CACHE_DIR=/var/cache/eprd \
+    EPR_WORKERS=1
 
 WORKDIR /package-registry
 USER 10001:10001

@@ -406,7 +406,7 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 class Nginx:
     """nginx in the foreground, serving ``root`` with one location per file and its Content-Type."""
 
-    def __init__(self, root: Path, content_types: dict[str, str]) -> None:
+    def __init__(self, root: Path, content_types: dict[str, str], workers: int | str = "auto") -> None:
         self.port = free_port()
         base = WORK / "nginx"
         for sub in ("tmp", "logs"):
@@ -420,7 +420,7 @@ class Nginx:
             for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
         )
         user = "user root;\n" if os.geteuid() == 0 else ""
-        conf = f"""{user}worker_processes auto;
+        conf = f"""{user}worker_processes {workers};
 daemon off;
 pid {base}/nginx.pid;
 error_log {base}/logs/error.log warn;

@@ -418,9 +418,13 @@ def test_security_context(chart: Any) -> None:
 def test_writable_paths_are_empty_dirs(chart: Any) -> None:
     rendered = render(chart, {})
     env, volumes, mounts = rendered.env(), rendered.volumes(), rendered.mounts()
-    cache = mounts[env["EPR_CACHE_DIR"]]
+    # packages.source=image (the default): the baked index in <cacheDir>/index stays visible
+    assert env["EPR_CACHE_DIR"] not in mounts
+    cache = mounts[env["EPR_CACHE_DIR"] + "/archives"]
     assert volumes[cache["name"]]["emptyDir"] == {"sizeLimit": "2Gi"}
     assert not cache.get("readOnly")
+    mounted = render(chart, {"packages": {"source": "pvc", "pvc": {"claimName": "p"}}}).mounts()
+    assert mounted[env["EPR_CACHE_DIR"]]["name"] == cache["name"]
     assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
     config = mounts["/package-registry"]
     assert config["readOnly"] is True
@@ -440,7 +444,8 @@ def test_environment_is_eprd_flags(value_set: tuple[str, Rendered]) -> None:
     assert options["cache-dir"] == "/var/cache/eprd"
     mounts = rendered.mounts()
     assert os.path.dirname(options["config"]) in mounts
-    assert options["cache-dir"] in mounts
+    assert options["cache-dir"] in mounts or options["cache-dir"] + "/archives" in mounts
+    assert options["workers"] == 1
     assert options["shutdown-timeout"] == 30.0
     assert options["require-package-signatures"] is True
     assert options["package-paths-workers"] == 2
@@ -459,8 +464,10 @@ def test_default_environment(chart: Any) -> None:
         "EPR_REQUIRE_PACKAGE_SIGNATURES": "true",
         "EPR_PACKAGE_PATHS_ENABLE_WATCHER": "true",
         "EPR_PACKAGE_PATHS_WATCHER_POLL": "false",
+        "EPR_WORKERS": "1",
         "EPR_PACKAGE_PATHS_WORKERS": "2",
     }
+    assert render(chart, {"eprd": {"workers": 4}}).env()["EPR_WORKERS"] == "4"
     unset_workers = render(chart, {"eprd": {"packagePathsWorkers": None}}).env()
     assert "EPR_PACKAGE_PATHS_WORKERS" not in unset_workers
 

@@ -63,14 +63,32 @@ def test_an_in_place_edit_of_the_same_size_is_seen(two_packages: Path, tmp_path:
     text = manifest.read_text()
     edited = text.replace("Alpha package", "Alpho package")
     assert len(edited) == len(text)
+    manifest.write_text(edited)  # a new mtime, the same size
+
+    again = collection(two_packages, tmp_path / "cache")
+    assert again.reused == 2
+    assert document(again, "alpha", "1.0.0")["title"] == "Alpho package"
+
+
+def test_a_same_size_edit_that_restores_the_mtime_needs_a_rebuild(two_packages: Path, tmp_path: Path) -> None:
+    """The documented residual risk of stamps that survive copies; deleting the index forces a re-read."""
+    collection(two_packages, tmp_path / "cache")
+    manifest = two_packages / "alpha" / "1.0.0" / "manifest.yml"
+    text = manifest.read_text()
+    edited = text.replace("Alpha package", "Alpho package")
     stat = manifest.stat()
     with open(manifest, "r+") as fh:  # rewrite in place, then restore the old mtime like `cp -p` would
         fh.write(edited)
     os.utime(manifest, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
     again = collection(two_packages, tmp_path / "cache")
-    assert again.reused == 2
-    assert document(again, "alpha", "1.0.0")["title"] == "Alpho package"
+    assert again.reused == 3
+    assert document(again, "alpha", "1.0.0")["title"] == "Alpha package"
+    for path in (tmp_path / "cache").iterdir():
+        path.unlink()
+    rebuilt = collection(two_packages, tmp_path / "cache")
+    assert rebuilt.reused == 0
+    assert document(rebuilt, "alpha", "1.0.0")["title"] == "Alpho package"
 
 
 def test_a_new_file_anywhere_in_the_package_is_seen(two_packages: Path, tmp_path: Path) -> None:

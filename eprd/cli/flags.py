@@ -63,6 +63,12 @@ FLAGS: tuple[FlagSpec, ...] = (
     FlagSpec("allow-unknown-query-parameters", bool, True, "Ignore unknown query parameters instead of 400."),
     FlagSpec("require-package-signatures", bool, True, "Reject local packages without a signature file."),
     FlagSpec("package-paths-workers", int, os.cpu_count() or 1, "Number of processes that read packages."),
+    FlagSpec(
+        "workers",
+        int,
+        1,
+        "Number of serving processes on the one port (set it to the CPU limit to use every core).",
+    ),
     FlagSpec("package-paths-enable-watcher", bool, True, "Reload packages when package paths change."),
     FlagSpec("package-paths-watcher-poll", bool, False, "Poll package paths instead of using inotify."),
     FlagSpec("cache-dir", str, "", "Folder for built archives and the index cache (default: a temp folder)."),

@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 from eprd import API_VERSION, __version__
 from eprd.cli import flags
 from eprd.config import Config, ConfigError, load_config
+from eprd.indexers.combined import build
 from eprd.indexers.local.collection import Collection, Loading
-from eprd.indexers.local.indexer import load_snapshot
+from eprd.indexers.local.indexer import load_snapshot, local_indexers
 from eprd.model.package import LoadOptions
 from eprd.ops import apm, logs
 
@@ -64,7 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         require_signature=options["require-package-signatures"],
     )
     if options["dry-run"]:
-        return _dry_run(config, load_options, options["package-paths-workers"])
+        cache = None
+        if "cache-dir" in options.explicitly_set:  # (else a dry run leaves nothing behind)
+            cache = os.path.join(flags.cache_dir(options), "index")
+        return _dry_run(config, load_options, options["package-paths-workers"], cache)
     log.info("eprd starting", extra={"service.version": __version__, "eprd.api_version": API_VERSION})
     collection = Collection(
         config.package_paths,
@@ -72,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers=options["package-paths-workers"],
         cache_folder=os.path.join(flags.cache_dir(options), "index"),
     )
+    if options["workers"] > 1:
+        from eprd.cli import workers  # N serving processes, loaded once (see eprd.cli.workers)
+
+        return workers.WorkerGroup(config, options, collection).run()
     loading = None
     if not options["httpprof"] and not apm.enabled(os.environ):
         # Loading starts while aiohttp and the operations' libraries are imported (a few tenths
@@ -97,6 +106,8 @@ def _check_flags(options: flags.Options) -> None:
             raise ValueError("-proxy-timeout must be greater than 0")
     if options["package-paths-workers"] <= 0:
         raise ValueError("package-paths-workers must be greater than 0")
+    if options["workers"] <= 0:
+        raise ValueError("workers must be greater than 0")
     if options["log-type"] not in logs.LOG_TYPES:
         raise ValueError(f"invalid log type: {options['log-type']}")
     if options["log-level"] not in logs.LEVELS:
@@ -110,9 +121,36 @@ def _check_flags(options: flags.Options) -> None:
             )
 
 
-def _dry_run(config: Config, load_options: LoadOptions, workers: int) -> int:
-    """Load everything, list every invalid package version with its reason."""
-    snapshot = load_snapshot(config.package_paths, load_options, workers)
+def _dry_run(config: Config, load_options: LoadOptions, workers: int, cache_folder: str | None) -> int:
+    """Load everything, list every invalid package version with its reason.
+
+    With ``-cache-dir`` (flag or ``EPR_CACHE_DIR``) the index is also written there: a baked
+    index, which a later start (even after a copy that keeps sizes and mtimes) reads instead of
+    the packages. Versions still fresh in that index are taken from it, as a start would.
+    """
+    if cache_folder is None:
+        snapshot = load_snapshot(config.package_paths, load_options, workers)
+    else:
+        started = time.monotonic()
+        collection = Collection(
+            config.package_paths, load_options, workers=workers, cache_folder=cache_folder
+        )
+        collection.load_all()
+        snapshot = build(local_indexers(collection, None))
+        collection.save_cache()
+        log.info(
+            "packages loaded",
+            extra={
+                "packages.served": len(snapshot),
+                "packages.rejected": len(collection.rejected),
+                "packages.from_cache": collection.reused,
+                "event.duration": int((time.monotonic() - started) * 1e9),
+            },
+        )
+        if collection.cache_outdated:
+            print(f"eprd: cannot write the index cache into {cache_folder}", file=sys.stderr)
+            return 1
+        print(f"index written to {collection.cache_file}")
     for error in snapshot.rejected:
         print(f"invalid package {error.location}: {error.reason}")
     print(f"{len(snapshot)} package versions valid, {len(snapshot.rejected)} invalid")

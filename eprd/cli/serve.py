@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,7 @@ from eprd.ops.metrics import Metrics, make_metrics_app
 from eprd.ops.supervise import Supervisor
 
 if TYPE_CHECKING:
+    from eprd.cli.member import Member
     from eprd.indexers.proxy.proxy import ProxyMode
     from eprd.upstream.client import Upstream
 
@@ -40,17 +42,24 @@ log = logging.getLogger("eprd")
 
 
 async def serve(
-    config: Config, options: flags.Options, collection: Collection, loading: Loading | None
+    config: Config,
+    options: flags.Options,
+    collection: Collection,
+    loading: Loading | None,
+    member: Member | None = None,
 ) -> int:
     """Serve ``collection`` until SIGTERM/SIGINT; the return value is the process exit code.
 
     ``loading`` is its load if already started (see :func:`eprd.cli.main`), else it is loaded here.
+    ``member``: this process is a worker of ``-workers N`` (see :mod:`eprd.cli.workers`), with the
+    collection loaded, the listening sockets bound and the watch batches fed by the supervisor.
     """
-    ops = _Operations(options)
+    ops = _Operations(options, member)
     try:
-        return await _serve_registry(config, options, collection, loading, ops)
+        return await _serve_registry(config, options, collection, loading, ops, member)
     finally:
         await ops.close()
+        sys.stderr.flush()
 
 
 async def _serve_registry(
@@ -59,11 +68,14 @@ async def _serve_registry(
     collection: Collection,
     loading: Loading | None,
     ops: _Operations,
+    member: Member | None,
 ) -> int:
     if not await ops.start_diagnostics():  # -httpprof: before loading, to see the load too
         return 1
-    if loading is None:
-        started = time.monotonic()
+    started = time.monotonic()
+    if member is not None:
+        pass  # loaded (and logged) by the supervisor before it forked
+    elif loading is None:
         collection = ops.traced(collection)  # APM transactions around loads and snapshot builds
         await asyncio.to_thread(collection.load_all)
     else:
@@ -71,21 +83,28 @@ async def _serve_registry(
         await asyncio.wrap_future(loading.future)
     watcher = None
     if options["package-paths-enable-watcher"]:
-        watcher = Watcher(collection, poll=options["package-paths-watcher-poll"])
+        watcher = Watcher(
+            collection,
+            poll=options["package-paths-watcher-poll"],
+            feed=member.feed if member is not None else None,
+        )
     archives = ArchiveStore(os.path.join(flags.cache_dir(options), "archives"), options["archive-cache-size"])
     indexers = local_indexers(collection, archives, watcher)
     combined = Combined(indexers, ops.build_runner())
-    snapshot = await asyncio.to_thread(combined.first)
-    log.info(
-        "packages loaded",
-        extra={
-            "packages.served": len(snapshot),
-            "packages.rejected": len(collection.rejected),
-            "packages.from_cache": collection.reused,
-            "event.duration": int((time.monotonic() - started) * 1e9),
-        },
-    )
-    if len(snapshot) == 0:
+    if member is not None:
+        snapshot = member.snapshot  # built before the fork: shared by every worker
+    else:
+        snapshot = await asyncio.to_thread(combined.first)
+        log.info(
+            "packages loaded",
+            extra={
+                "packages.served": len(snapshot),
+                "packages.rejected": len(collection.rejected),
+                "packages.from_cache": collection.reused,
+                "event.duration": int((time.monotonic() - started) * 1e9),
+            },
+        )
+    if len(snapshot) == 0 and member is None:
         if options["feature-proxy-mode"]:
             log.info("No local packages found, serving the packages of -proxy-to")
         elif not options["package-paths-enable-watcher"]:
@@ -115,8 +134,11 @@ async def _serve_registry(
         registry.fallback = ops.proxy_mode(options, archives)
     if logs.LEVELS[options["log-level"]] <= logging.INFO:
         registry.access_log = AccessLog(options["log-type"], extra=logs.service_fields())
+    app = make_app(registry)
+    if member is not None:
+        app.on_response_prepare.append(member.pid_header())
     runner = web.AppRunner(
-        make_app(registry),
+        app,
         access_log=None,
         handle_signals=False,
         # aiohttp waits this long for a request in flight, then as long again before it cancels
@@ -128,7 +150,11 @@ async def _serve_registry(
     ssl_context = None
     if options["tls-cert"] and options["tls-key"]:
         ssl_context = tls_context(options["tls-cert"], options["tls-key"], options["tls-min-version"])
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
+    site: web.BaseSite
+    if member is not None:
+        site = web.SockSite(runner, member.sockets["address"], ssl_context=ssl_context)
+    else:
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
     try:
         await site.start()
     except OSError as err:
@@ -142,6 +168,8 @@ async def _serve_registry(
         loop.add_signal_handler(sig, stop.set)
     if not await ops.start_metrics(registry, combined):  # -metrics-address, after the API listener
         return 1
+    if member is not None:
+        member.start_control(loop, ops.metrics)  # the supervisor serves the group's /metrics
     # Written (and stamped, see Collection.save_cache) once serving, before the watcher can
     # change what is loaded.
     await asyncio.to_thread(collection.save_cache)
@@ -192,8 +220,9 @@ async def _stop(
 class _Operations:
     """The -metrics-address and -httpprof listeners and the APM agent of one ``_serve``."""
 
-    def __init__(self, options: flags.Options) -> None:
+    def __init__(self, options: flags.Options, member: Member | None = None) -> None:
         self.options = options
+        self.member = member
         self.apm = Apm.from_environment(os.environ)
         self.metrics = Metrics() if options["metrics-address"] else None
         self.diagnostics = Diagnostics() if options["httpprof"] else None
@@ -204,11 +233,17 @@ class _Operations:
         self.supervisor = Supervisor()
 
     async def _listen(self, app: web.Application, flag: str, shutdown_timeout: float) -> bool:
+        if self.member is not None:
+            app.on_response_prepare.append(self.member.pid_header())
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
         await runner.setup()
         host, port = split_address(self.options[flag])
+        shared = self.member.sockets.get(flag) if self.member is not None else None
         try:
-            await web.TCPSite(runner, host, port, reuse_address=True).start()
+            if shared is not None:
+                await web.SockSite(runner, shared).start()
+            else:
+                await web.TCPSite(runner, host, port, reuse_address=True).start()
         except OSError as err:
             log.critical("Init failed: cannot listen on %s (-%s): %s", self.options[flag], flag, err.strerror)
             await runner.cleanup()
@@ -247,6 +282,8 @@ class _Operations:
         if self.metrics is None:
             return True
         combined.on_rebuild.append(self.metrics.on_rebuild)
+        if self.member is not None:
+            return True  # the supervisor listens, and asks each worker (see Member.start_control)
         return await self._listen(make_metrics_app(self.metrics), "metrics-address", 5.0)
 
     def proxy_mode(self, options: flags.Options, archives: ArchiveStore) -> ProxyMode:

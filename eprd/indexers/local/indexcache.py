@@ -2,10 +2,20 @@
 
 Each loaded package version is stored with the list of paths its content was
 derived from (the version folder, every sub-folder, the files that were read,
-the signature) and a stamp of those paths (inode, size, mtime, ctime). Any
-file added, removed or renamed changes a folder's stamp; any file read
-changes its own. ctime cannot be set from user space, so tools that restore
-modification times (``cp -p``, ``rsync -a``) still invalidate the entry.
+the signature) and a stamp of those paths: the size and modification time of
+each file, the modification time of each folder. Any file added, removed or
+renamed changes its folder's mtime; any file written changes its own.
+
+Inodes and change times are left out on purpose: a copy that keeps sizes and
+mtimes (``cp -a``, ``tar``, the layers of a container image) gives new ones,
+and the index built before the copy (``eprd -dry-run -cache-dir DIR``, for
+example during ``docker build``) must stay valid after it. Archives that keep
+whole seconds only (GNU tar's default format, image layers) are accepted too:
+a file whose mtime has no sub-second part matches a stamp with the same second.
+The residual risk: an edit that keeps both the size and the mtime of a file
+(a tool that restores mtimes, such as ``cp -p`` or ``rsync -a``, copying
+same-size content) is not seen at start-up. Delete the ``index`` folder in the
+cache dir to force a full re-read (live reload still sees such an edit).
 
 A load records what it read and when it started (:class:`Pending`); the stamp is
 taken later, when the cache is written, and a version whose inputs changed after
@@ -24,14 +34,17 @@ import tempfile
 from array import array
 from dataclasses import dataclass
 from itertools import chain
+from stat import S_ISDIR
 from typing import Any
 
 from eprd import __version__
 
 log = logging.getLogger("eprd.indexcache")
 
-FORMAT = 10  # bump when what is stored changes meaning
-_MISSING = (-1, -1, -1, -1)
+FORMAT = 11  # bump when what is stored changes meaning
+_MISSING = (-1, -1)
+_FOLDER = -2  # the size stamped for a folder: its st_size depends on the filesystem, not the content
+_SECOND = 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +57,7 @@ class Cached:
 
     location: str
     inputs: str  # paths relative to the folder holding ``location``, joined by NUL
-    stamp: bytes  # inode, size, mtime, ctime of each input as int64s; -1s for a missing one
+    stamp: bytes  # size (-2: a folder) and mtime of each input as int64s; -1s for a missing one
     result: Any  # a Package or a PackageError
 
     def is_fresh(self) -> bool:
@@ -54,7 +67,21 @@ class Cached:
 
 def is_fresh(location: str, inputs: str, stamp_value: bytes) -> bool:
     """Whether the inputs of ``location`` (as in :class:`Cached`) still have the stamp ``stamp_value``."""
-    return stamp(os.path.dirname(location), inputs.split("\0")) == stamp_value
+    now = stamp(os.path.dirname(location), inputs.split("\0"))
+    return now == stamp_value or _same_to_the_second(now, stamp_value)
+
+
+def _same_to_the_second(now_value: bytes, stamp_value: bytes) -> bool:
+    """Whether ``now_value`` is ``stamp_value`` after a copy that kept mtimes in whole seconds only."""
+    if len(now_value) != len(stamp_value):
+        return False
+    now, then = array("q", now_value), array("q", stamp_value)
+    if now[0::2] != then[0::2]:
+        return False  # a size differs (or an input appeared or went missing)
+    for mtime, stamped in zip(now[1::2], then[1::2], strict=True):
+        if mtime != stamped and (mtime % _SECOND or mtime != stamped - stamped % _SECOND):
+            return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +99,8 @@ class Pending:
 
     def stamped(self) -> Cached | None:
         """The cache entry; None if an input changed after the load started (read it again)."""
-        value = stamp(os.path.dirname(self.location), self.inputs.split("\0"))
-        if changed_since(value, self.started_ns):
+        value, changed_ns = _stamp(os.path.dirname(self.location), self.inputs.split("\0"))
+        if changed_ns >= self.started_ns - CLOCK_SLACK_NS:
             return None
         return Cached(self.location, self.inputs, value, self.result)
 
@@ -91,26 +118,8 @@ def pending(location: str, paths: tuple[str, ...], started_ns: int, result: Any)
 
 
 def stamp(folder: str, names: list[str]) -> bytes:
-    """The identity of ``names`` inside ``folder`` now: inode, size, mtime and ctime of each, as int64s."""
-    try:
-        # Relative to an open folder: at a warm start this runs for every input of every version
-        # (hundreds of thousands), and the kernel then resolves a few components instead of all.
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return array("q", _MISSING * len(names)).tobytes()
-    out = []
-    append, stat = out.append, os.stat  # (a tight loop: tuples, then one array, is the cheapest)
-    try:
-        for name in names:
-            try:
-                st = stat(name, dir_fd=fd)
-            except OSError:
-                append(_MISSING)
-                continue
-            append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-    finally:
-        os.close(fd)
-    return array("q", chain.from_iterable(out)).tobytes()
+    """The identity of ``names`` inside ``folder`` now: size and mtime of each, as int64s."""
+    return _stamp(folder, names)[0]
 
 
 # File times come from the kernel's coarse clock, up to a tick behind the clock a load start
@@ -118,11 +127,34 @@ def stamp(folder: str, names: list[str]) -> bytes:
 CLOCK_SLACK_NS = 10_000_000
 
 
-def changed_since(stamp_value: bytes, started_ns: int) -> bool:
-    """Whether any input of a stamp changed (its ctime) at or after ``started_ns`` (less the slack)."""
-    values = array("q", stamp_value)
-    since = started_ns - CLOCK_SLACK_NS
-    return any(ctime >= since for ctime in values[3::4])
+def _stamp(folder: str, names: list[str]) -> tuple[bytes, int]:
+    """:func:`stamp`, and the latest change time (ctime) among the inputs.
+
+    The ctime is not stored (a copy changes it) but tells whether an input changed while it
+    was being loaded: mtimes can be set to the past, ctimes cannot.
+    """
+    try:
+        # Relative to an open folder: at a warm start this runs for every input of every version
+        # (hundreds of thousands), and the kernel then resolves a few components instead of all.
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return array("q", _MISSING * len(names)).tobytes(), 0
+    out = []
+    latest = 0
+    append, stat, is_dir = out.append, os.stat, S_ISDIR  # (a tight loop: tuples, then one array)
+    try:
+        for name in names:
+            try:
+                st = stat(name, dir_fd=fd)
+            except OSError:
+                append(_MISSING)
+                continue
+            append((_FOLDER if is_dir(st.st_mode) else st.st_size, st.st_mtime_ns))
+            if st.st_ctime_ns > latest:
+                latest = st.st_ctime_ns
+    finally:
+        os.close(fd)
+    return array("q", chain.from_iterable(out)).tobytes(), latest
 
 
 def cache_file(folder: str, package_paths: tuple[str, ...], options: Any, schema: str) -> str:

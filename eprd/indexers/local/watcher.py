@@ -87,7 +87,10 @@ class Watcher:
         poll: bool = False,
         step_ms: int = STEP_MS,
         debounce_ms: int = DEBOUNCE_MS,
+        feed: Connection | None = None,
     ) -> None:
+        """``feed``: batches as the watch process sends them, from elsewhere (a ``-workers``
+        supervisor runs one watch process for all); no watch process is started then."""
         self.collection = collection
         self.poll = poll
         self.step_ms = step_ms
@@ -97,6 +100,8 @@ class Watcher:
         self._process: BaseProcess | None = None
         self._stopped = False  # stop() may come before run() has started (SIGTERM at start-up)
         self._changed: Changed | None = None
+        self._feed = feed
+        self._batches: asyncio.Queue[Any] | None = None
 
     async def run(self, changed: Changed) -> None:
         """Watch until :meth:`stop`, awaiting ``changed`` after each update that changed something.
@@ -112,23 +117,26 @@ class Watcher:
         paths = list(self.collection.paths)
         if not any(os.path.isdir(p) for p in paths):
             log.warning("no package path exists yet; packages are loaded when one appears")
-        if not self.poll:
+        if not self.poll and self._feed is None:
             self._check_watch_limit()
         loop = asyncio.get_running_loop()
-        batches: asyncio.Queue[list[str] | tuple[Any, ...] | None] = asyncio.Queue()
-        receive, send = multiprocessing.Pipe(duplex=False)
-        self._process = multiprocessing.get_context("spawn").Process(
-            target=watchproc.watch,
-            args=(paths, self.step_ms, self.debounce_ms, self.poll, send),
-            name="eprd-watcher",
-            daemon=True,
-        )
-        self._process.start()
-        send.close()
-        reader = threading.Thread(
-            target=_relay, args=(receive, loop, batches), name="eprd-watch-relay", daemon=True
-        )
-        reader.start()
+        if self._feed is not None:
+            batches = self._feed_batches(loop)
+        else:
+            batches = asyncio.Queue()
+            receive, send = multiprocessing.Pipe(duplex=False)
+            self._process = multiprocessing.get_context("spawn").Process(
+                target=watchproc.watch,
+                args=(paths, self.step_ms, self.debounce_ms, self.poll, send),
+                name="eprd-watcher",
+                daemon=True,
+            )
+            self._process.start()
+            send.close()
+            reader = threading.Thread(
+                target=_relay, args=(receive, loop, batches), name="eprd-watch-relay", daemon=True
+            )
+            reader.start()
         self.stats.running = True
         try:
             while (item := await batches.get()) is not None:
@@ -192,6 +200,23 @@ class Watcher:
         """End :meth:`run` (after the rebuild in progress, if any); it is not started again."""
         self._stopped = True
         self._end_process()
+        if self._batches is not None:
+            self._batches.put_nowait(None)  # a feed stays open (the supervisor's): end the loop here
+
+    def _feed_batches(self, loop: asyncio.AbstractEventLoop) -> asyncio.Queue[Any]:
+        """The queue fed from ``feed``: one relay thread for every run, so that none loses a batch.
+
+        A run after a failed one starts with a comparison of stamps (as a new watch process's
+        READY would make it), which picks up the batch that failed.
+        """
+        if self._batches is None:
+            self._batches = asyncio.Queue()
+            threading.Thread(
+                target=_relay, args=(self._feed, loop, self._batches), name="eprd-watch-relay", daemon=True
+            ).start()
+        else:
+            self._batches.put_nowait(watchproc.READY)
+        return self._batches
 
     def _end_process(self) -> None:
         process, self._process = self._process, None

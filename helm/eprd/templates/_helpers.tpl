@@ -111,6 +111,7 @@ the kubelet kills eprd while requests are still draining.
   (dict "name" "EPR_REQUIRE_PACKAGE_SIGNATURES" "value" (toString .Values.eprd.requirePackageSignatures))
   (dict "name" "EPR_PACKAGE_PATHS_ENABLE_WATCHER" "value" (toString .Values.eprd.watcher.enabled))
   (dict "name" "EPR_PACKAGE_PATHS_WATCHER_POLL" "value" (toString .Values.eprd.watcher.poll))
+  (dict "name" "EPR_WORKERS" "value" (printf "%d" (int (default 1 .Values.eprd.workers))))
 -}}
 {{- if not (kindIs "invalid" .Values.eprd.packagePathsWorkers) -}}
 {{- $env = append $env (dict "name" "EPR_PACKAGE_PATHS_WORKERS" "value" (printf "%d" (int .Values.eprd.packagePathsWorkers))) -}}

@@ -1,0 +1,252 @@
+"""Benchmark of issue 16: a baked index after a copy, ``-workers 1`` vs ``2`` against nginx, RSS per N.
+
+    apt-get install -y nginx-light wrk
+    .venv/bin/python benchmarks/workers.py            # ~6 min on 2 cores (+20 s to generate)
+    .venv/bin/python benchmarks/workers.py --quick    # 200 versions, 2 s runs
+
+Phases (``--only baked,throughput,rss``):
+
+* ``baked``: ``eprd -dry-run -cache-dir DIR`` bakes the index of the collection; the collection is
+  then archived with ``tar``, deleted and extracted again at the same paths (new inodes and change
+  times, mtimes kept in whole seconds, as container image layers keep them), and eprd is started
+  with ``-cache-dir DIR``: seconds until ``/health?ready=true``, and how many versions came from
+  the index (``packages.from_cache`` of the ``packages loaded`` line). Target (issue 16): <= 1 s.
+* ``throughput``: eprd with ``-workers 1`` and ``-workers 2`` against nginx with 1 and 2 worker
+  processes serving the same bytes (wrk, keep-alive): ``/search``, filtered ``/search``,
+  ``/package``, ``/categories`` and a download. Targets with 2 workers: >= 0.5x nginx on the JSON
+  endpoints, >= 0.33x on ``/categories``, >= 0.75x on downloads.
+* ``rss``: the memory of eprd with ``-workers 1, 2, 4`` after loading (the sum of the RSS of the
+  supervisor and its workers, and the sum of their PSS, which counts shared pages once).
+
+Results are printed and written to ``benchmarks/out/workers.json``. Compare numbers of one run;
+helpers of ``run.py`` (process groups, wrk, nginx, the generated collections) are reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.run import (  # (run.py is a script next to this one)
+    FILTERED_SEARCH,
+    OUT,
+    PROCS,
+    ROOT,
+    WORK,
+    Client,
+    Eprd,
+    Nginx,
+    collection,
+    fmt,
+    log,
+    run_wrk,
+    table,
+)
+
+TARGETS = {"json": 0.5, "categories": 0.33, "download": 0.75}
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    found = [pid]
+    for candidate in found:
+        found += [child for child, parent in parents.items() if parent == candidate and child not in found]
+    return found
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    """Sum of RSS and of PSS (shared pages divided among the sharers) over ``pid``'s process tree."""
+    rss = pss = count = 0
+    for member in descendants(pid):
+        try:
+            for line in Path(f"/proc/{member}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+            count += 1
+        except OSError:
+            pass
+    return {"processes": count, "rss_kb": rss, "pss_kb": pss}
+
+
+def baked(meta: dict[str, Any], results: dict[str, Any]) -> None:
+    cache = WORK / "cache-baked"
+    shutil.rmtree(cache, ignore_errors=True)
+    started = time.monotonic()
+    bake = subprocess.run(
+        [sys.executable, "-m", "eprd", "-dry-run", "-config", meta["config"], "-cache-dir", str(cache),
+         "-require-package-signatures=false", "-log-level", "warn"],
+        cwd=str(ROOT), capture_output=True, text=True,
+    )  # fmt: skip
+    section: dict[str, Any] = {"bake_s": round(time.monotonic() - started, 3), "bake_exit": bake.returncode}
+    results["baked"] = section
+    folder = Path(meta["folder"])
+    archive = WORK / "collection.tar"
+    log(f"baked: index written in {section['bake_s']} s; tar, delete, extract {folder}")
+    started = time.monotonic()
+    subprocess.run(["tar", "-cf", str(archive), "-C", str(folder.parent), folder.name], check=True)
+    shutil.rmtree(folder)
+    subprocess.run(["tar", "-xf", str(archive), "-C", str(folder.parent)], check=True)
+    archive.unlink()
+    section["recopy_s"] = round(time.monotonic() - started, 3)
+    eprd = Eprd(
+        meta["config"], cache, "baked", log_level="info", extra=["-package-paths-enable-watcher=false"]
+    )
+    try:
+        section["start"] = eprd.wait_started(120)
+        loaded = [r for r in eprd.log_records() if r.get("message") == "packages loaded"]
+        section["from_cache"] = loaded[0].get("packages.from_cache") if loaded else None
+        section["served"] = loaded[0].get("packages.served") if loaded else None
+    finally:
+        eprd.stop()
+
+
+def throughput(meta: dict[str, Any], opts: argparse.Namespace, results: dict[str, Any]) -> None:
+    big, big_version = meta["big"]["name"], meta["big"]["version"]
+    endpoints = [
+        ("search", "/search", "json"),
+        ("search_filtered", FILTERED_SEARCH, "json"),
+        ("package", f"/package/{big}/{big_version}/", "json"),
+        ("categories", "/categories", "categories"),
+        ("download", f"/epr/{big}/{big}-{big_version}.zip", "download"),
+    ]
+    section: dict[str, Any] = {"endpoints": {}}
+    results["throughput"] = section
+    cache = WORK / "cache-workers"
+    root = WORK / "nginx-root-workers"
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "e").mkdir(parents=True)
+    content_types: dict[str, str] = {}
+    servers: dict[str, str] = {}
+    procs: list[Any] = []
+    try:
+        for workers in (1, 2):
+            eprd = Eprd(meta["config"], cache, f"workers{workers}", extra=["-workers", str(workers)])
+            procs.append(eprd)
+            eprd.wait_started(300)
+            servers[f"eprd_w{workers}"] = eprd.base
+        client = Client(procs[0].port, timeout=120)
+        for key, path, _ in endpoints:
+            _, headers, body = client.get(path)
+            (root / "e" / key).write_bytes(body)
+            content_types[f"/e/{key}"] = headers.get("content-type", "application/octet-stream").split(";")[0]
+        client.close()
+        for workers in (1, 2):
+            nginx = Nginx(root, content_types, workers=workers)
+            procs.append(nginx)
+            servers[f"nginx_w{workers}"] = nginx.base
+        for key, path, kind in endpoints:
+            row: dict[str, Any] = {"path": path, "kind": kind}
+            for server, base in servers.items():
+                url = base + (f"/e/{key}" if server.startswith("nginx") else path)
+                log(f"  wrk {key} {server}")
+                if opts.warmup:
+                    run_wrk(url, opts.warmup, opts.connections, opts.threads)
+                row[server] = run_wrk(url, opts.duration, opts.connections, opts.threads)
+            for workers in (1, 2):
+                n = row[f"nginx_w{workers}"]["rps"]
+                row[f"ratio_w{workers}"] = round(row[f"eprd_w{workers}"]["rps"] / n, 3) if n else None
+            row["target_w2"] = TARGETS[kind]
+            row["met"] = row["ratio_w2"] is not None and row["ratio_w2"] >= TARGETS[kind]
+            section["endpoints"][key] = row
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+
+
+def rss(meta: dict[str, Any], results: dict[str, Any]) -> None:
+    section: dict[str, Any] = {}
+    results["rss"] = section
+    cache = WORK / "cache-workers"
+    for workers in (1, 2, 4):
+        eprd = Eprd(meta["config"], cache, f"rss{workers}", extra=["-workers", str(workers)])
+        try:
+            eprd.wait_started(300)
+            for path in ("/search", "/categories"):  # build the cached responses every worker keeps
+                for _ in range(workers * 4):
+                    Client(eprd.port).get(path)
+            time.sleep(1)
+            section[str(workers)] = memory_kb(eprd.proc.pid)
+            log(f"  -workers {workers}: {section[str(workers)]}")
+        finally:
+            eprd.stop()
+
+
+def report(results: dict[str, Any]) -> str:
+    out = []
+    if "baked" in results:
+        b = results["baked"]
+        ready = b.get("start", {}).get("ready_s")
+        verdict = "met" if ready is not None and ready <= 1 else "NOT MET"
+        out.append(
+            f"baked index after tar: ready in {fmt(ready, 3)} s, {b.get('from_cache')} of {b.get('served')} "
+            f"versions from the index (target <= 1 s: {verdict})"
+        )
+    if "throughput" in results:
+        rows = []
+        for key, row in results["throughput"]["endpoints"].items():
+            rows.append([
+                key,
+                *(fmt(row[s]["rps"], 0) for s in ("eprd_w1", "nginx_w1", "eprd_w2", "nginx_w2")),
+                fmt(row["ratio_w1"], 2), fmt(row["ratio_w2"], 2),
+                f">= {row['target_w2']}", "met" if row["met"] else "NOT MET",
+            ])  # fmt: skip
+        header = ["endpoint", "eprd -w1", "nginx 1", "eprd -w2", "nginx 2", "x w1", "x w2", "target w2", ""]
+        out.append(table(rows, header))
+    if "rss" in results:
+        rows = [[n, str(m["processes"]), fmt(m["rss_kb"] / 1024, 0), fmt(m["pss_kb"] / 1024, 0)]
+                for n, m in results["rss"].items()]  # fmt: skip
+        out.append(table(rows, ["-workers", "processes", "RSS sum MiB", "PSS sum MiB"]))
+    return "\n\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="200 versions, 2 s runs")
+    parser.add_argument("--versions", type=int, help="collection size (default 2000; quick 200)")
+    parser.add_argument("--only", default="baked,throughput,rss")
+    parser.add_argument("--duration", type=float, help="seconds per wrk run (default 5; quick 2)")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output", default=str(OUT / "workers.json"))
+    opts = parser.parse_args(argv)
+    opts.versions = opts.versions or (200 if opts.quick else 2000)
+    opts.duration = opts.duration or (2.0 if opts.quick else 5.0)
+    WORK.mkdir(parents=True, exist_ok=True)
+    phases = set(opts.only.split(","))
+    results: dict[str, Any] = {"versions": opts.versions}
+    try:
+        meta = collection(opts.versions, 1, 0.1)
+        results["versions_total"] = meta["versions_total"]
+        if "baked" in phases:
+            baked(meta, results)
+        if "throughput" in phases:
+            throughput(meta, opts, results)
+        if "rss" in phases:
+            rss(meta, results)
+    finally:
+        PROCS.stop_all()
+        Path(opts.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(opts.output).write_text(json.dumps(results, indent=2))
+    print(report(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
