@@ -314,6 +314,7 @@ class Client:
         self.base = base
         self.conn: SyncConnection | None = None
         self.sent = 0
+        self.last = b""  # the previous request on the current connection
 
     def send(self, raw: bytes, fresh: bool) -> RawReply:
         if fresh or self.conn is None:
@@ -325,13 +326,18 @@ class Client:
             # Every request gets a reply, and a connection is only closed after one that says
             # so (or a request asking for it): a dropped keep-alive connection is a failure.
             self.reset()
-            raise AssertionError(f"no reply to {raw[:300]!r}: {err}") from err
+            raise AssertionError(
+                f"no reply to {raw[:300]!r}: {err}; the request before it on this connection: "
+                f"{self.last[:300]!r}"
+            ) from err
+        self.last = raw
         self.sent += 1
         if reply.closed or _asks_to_close(raw):
             self.reset()
         return reply
 
     def reset(self) -> None:
+        self.last = b""
         if self.conn is not None:
             self.conn.close()
             self.conn = None

@@ -127,6 +127,56 @@ class AccessLog:
             encoded = orjson.dumps(_safe_doc(doc))
         self._emit(encoded + b"\n")
 
+    # --- the pre-formatted ECS line: the common case (no APM trace) without a dict per request ---
+
+    def _ecs_line(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        duration_ns: int,
+        message: str,
+        version: str,
+        size: int,
+    ) -> bytes | None:
+        """The ECS line ``write`` would build, from pre-encoded parts; None to let it build it.
+
+        The same fields in the same order as the dict in ``write``; constant parts are encoded
+        once, strings one by one with orjson (so escaping is orjson's). Anything orjson refuses
+        (a string that is not valid Unicode) returns None: ``write``'s own path handles it.
+        """
+        if self._constant is None:
+            self._constant = _constant_parts(self.extra)
+        head, middle, tail = self._constant
+        host = request.host or ""
+        domain, sep, port = host.rpartition(":")
+        if not sep or "]" in port:
+            domain, port = host, ""
+        port_number = _go_atoi(port) if port else None
+        remote = request.remote or ""
+        query = request.raw_path.partition("?")[2]
+        headers = request.headers
+        referer = headers.get("Referer")
+        agent = headers.get("User-Agent")
+        dumps = orjson.dumps
+        try:
+            parts = [
+                b'{"@timestamp":"', _timestamp(), b'","log.level":"info","message":', dumps(message),
+                head, dumps(version), b',"request":{"method":', dumps(request.method),
+                (b',"referer":' + dumps(referer)) if referer else b"",
+                b'},"response":{"code":%d,"status_code":%d,"body":{"bytes":%d}}},"url":{"path":'
+                % (response.status, response.status, size),
+                dumps(request.path), b',"domain":', dumps(domain),
+                (b',"port":%d' % port_number) if port_number else b"",
+                (b',"query":' + dumps(query)) if query else b"",
+                b'},"source":{"address":', dumps(remote), b',"ip":' if _is_ip(remote) else b',"domain":',
+                dumps(remote), b'},"event":{"duration":%d}' % duration_ns, middle,
+                (b',"user_agent":{"original":' + dumps(agent) + b"}") if agent else b"",
+                tail,
+            ]  # fmt: skip
+        except (orjson.JSONEncodeError, TypeError):
+            return None
+        return b"".join(parts)
+
 
 def safe_text(text: str) -> str:
     """``text`` with every byte sequence that is not UTF-8 replaced by U+FFFD."""
@@ -166,55 +216,6 @@ def _go_atoi(text: str) -> int | None:
         return None
     value = -int(digits) if text[0] == "-" else int(digits)
     return value if -(1 << 63) <= value < (1 << 63) else None
-
-    # --- the pre-formatted ECS line: the common case (no APM trace) without a dict per request ---
-
-    def _ecs_line(
-        self,
-        request: web.Request,
-        response: web.StreamResponse,
-        duration_ns: int,
-        message: str,
-        version: str,
-        size: int,
-    ) -> bytes | None:
-        """The ECS line ``write`` would build, from pre-encoded parts; None to let it build it.
-
-        The same fields in the same order as the dict in ``write``; constant parts are encoded
-        once, strings one by one with orjson (so escaping is orjson's). Anything orjson refuses
-        (a string that is not valid Unicode) returns None: ``write``'s own path handles it.
-        """
-        if self._constant is None:
-            self._constant = _constant_parts(self.extra)
-        head, middle, tail = self._constant
-        host = request.host or ""
-        domain, sep, port = host.rpartition(":")
-        if not sep or "]" in port:
-            domain, port = host, ""
-        remote = request.remote or ""
-        query = request.raw_path.partition("?")[2]
-        headers = request.headers
-        referer = headers.get("Referer")
-        agent = headers.get("User-Agent")
-        dumps = orjson.dumps
-        try:
-            parts = [
-                b'{"@timestamp":"', _timestamp(), b'","log.level":"info","message":', dumps(message),
-                head, dumps(version), b',"request":{"method":', dumps(request.method),
-                (b',"referer":' + dumps(referer)) if referer else b"",
-                b'},"response":{"code":%d,"status_code":%d,"body":{"bytes":%d}}},"url":{"path":'
-                % (response.status, response.status, size),
-                dumps(request.path), b',"domain":', dumps(domain),
-                (b',"port":%d' % int(port)) if port.isdigit() and int(port) else b"",
-                (b',"query":' + dumps(query)) if query else b"",
-                b'},"source":{"address":', dumps(remote), b',"ip":' if _is_ip(remote) else b',"domain":',
-                dumps(remote), b'},"event":{"duration":%d}' % duration_ns, middle,
-                (b',"user_agent":{"original":' + dumps(agent) + b"}") if agent else b"",
-                tail,
-            ]  # fmt: skip
-        except (orjson.JSONEncodeError, TypeError):
-            return None
-        return b"".join(parts)
 
 
 def _constant_parts(extra: dict[str, Any]) -> tuple[bytes, bytes, bytes]:
