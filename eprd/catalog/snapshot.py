@@ -106,16 +106,19 @@ def build_snapshot(
     rejected: Iterable[PackageError] = (),
     generation: int = 1,
     previous: Snapshot | None = None,
+    remote: Iterable[tuple[str, Iterable[Package]]] = (),
 ) -> Snapshot:
     """Combine loaded packages into a snapshot with the reference's precedence rules.
 
     ``previous`` lets documents whose package and deprecation did not change be
-    reused instead of re-encoded.
+    reused instead of re-encoded. ``remote`` are (indexer name, packages) of the storage
+    indexers, which come before the local ones (§1.2).
     """
     reuse = _reusable(previous)
     indexers = []
     merged: dict[tuple[str, str], Indexed] = {}
-    for name, packages in ((ZIP_INDEXER, zip_packages), (DIR_INDEXER, dir_packages)):
+    sources = (*remote, (ZIP_INDEXER, zip_packages), (DIR_INDEXER, dir_packages))
+    for name, packages in sources:
         unique = _first_of_each(packages)
         inherited = _deprecations(unique)
         served = tuple(_indexed(p, inherited.get(p.name), reuse) for p in unique)

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from eprd import API_VERSION, __version__
-from eprd.cli import flags
+from eprd.cli import flags, storage
 from eprd.config import Config, ConfigError, load_config
 from eprd.indexers.local.collection import Collection, Loading, load_snapshot
 from eprd.model.package import LoadOptions
@@ -19,10 +19,20 @@ log = logging.getLogger("eprd")
 TLS_VERSIONS = ("1.1", "1.2", "1.3")
 
 
+# Subcommands, dispatched on the first argument before any flag is parsed: name -> module
+# with a ``main(argv) -> int``.
+SUBCOMMANDS = {"publish": "eprd.cli.publish", "mirror": "eprd.cli.mirror"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run eprd; the return value is the process exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in SUBCOMMANDS:
+        import importlib
+
+        return importlib.import_module(SUBCOMMANDS[args[0]]).main(args[1:])
     try:
-        options = flags.parse(sys.argv[1:] if argv is None else argv, os.environ)
+        options = flags.parse(args, os.environ)
     except flags.HelpRequested:
         print(flags.usage(), file=sys.stderr)
         return 0
@@ -74,9 +84,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check_flags(options: flags.Options) -> None:
-    for feature in ("feature-proxy-mode", "feature-storage-indexer", "feature-sql-storage-indexer"):
-        if options[feature]:
-            raise ValueError(f"-{feature} is not supported: {flags.NOT_IN_EPRD}")
+    if options["feature-proxy-mode"]:
+        raise ValueError(f"-feature-proxy-mode is not supported: {flags.NOT_IN_EPRD}")
+    if options["feature-storage-indexer"] and options["feature-sql-storage-indexer"]:
+        raise ValueError(
+            "both -feature-storage-indexer and -feature-sql-storage-indexer flags are enabled "
+            "but are mutually exclusive"
+        )
+    if options["feature-incremental-updates"] and options["feature-sql-storage-indexer"]:
+        raise ValueError(
+            "-feature-incremental-updates is not supported with -feature-sql-storage-indexer"
+        )
+    if storage.enabled(options):
+        from eprd.indexers.storage.objectstore import split_url
+
+        if not options["storage-indexer-bucket-internal"]:
+            raise ValueError("-storage-indexer-bucket-internal is required by the storage indexer")
+        split_url(options["storage-indexer-bucket-internal"])  # ValueError says what is wrong
     if options["package-paths-workers"] <= 0:
         raise ValueError("package-paths-workers must be greater than 0")
     if options["log-type"] not in logs.LOG_TYPES:

@@ -15,7 +15,7 @@ import time
 
 from aiohttp import web
 
-from eprd.cli import flags
+from eprd.cli import flags, storage
 from eprd.config import Config
 from eprd.http.server import Registry, make_app, split_address, tls_context
 from eprd.indexers.local.archives import ArchiveStore
@@ -60,6 +60,7 @@ async def _serve_registry(
     else:
         started = loading.started
         await asyncio.wrap_future(loading.future)
+    indexer = await storage.start(options, collection, ops.metrics) if storage.enabled(options) else None
     snapshot = await asyncio.to_thread(collection.snapshot)
     log.info(
         "packages loaded",
@@ -70,7 +71,7 @@ async def _serve_registry(
             "event.duration": int((time.monotonic() - started) * 1e9),
         },
     )
-    if len(snapshot) == 0:
+    if len(snapshot) == 0 and indexer is None:
         if not options["package-paths-enable-watcher"]:
             log.critical("Init failed: No local packages found.")
             return 1
@@ -91,6 +92,8 @@ async def _serve_registry(
         favicon=favicon,
     )
     ops.attach(registry)  # metrics, APM and diagnostics follow the registry (before make_app)
+    if indexer is not None:
+        storage.attach(registry, indexer)
     if logs.LEVELS[options["log-level"]] <= logging.INFO:
         registry.access_log = AccessLog(options["log-type"], extra=logs.service_fields())
     runner = web.AppRunner(
@@ -133,6 +136,7 @@ async def _serve_registry(
     watch_task = None
     if registry.watcher is not None:
         watch_task = asyncio.create_task(registry.watcher.run(), name="eprd-watcher")
+    storage_task = storage.run(registry, indexer, collection) if indexer is not None else None
 
     await stop.wait()
     log.info("shutting down: no new connections, waiting for requests in flight")
@@ -140,6 +144,8 @@ async def _serve_registry(
     if watch_task is not None:
         registry.watcher.stop()
         await watch_task
+    if indexer is not None and storage_task is not None:
+        await storage.stop(indexer, storage_task)
     await asyncio.to_thread(collection.save_cache)  # keep the next start warm (no-op if unchanged)
     await runner.cleanup()
     registry.close()

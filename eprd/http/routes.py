@@ -26,7 +26,7 @@ from multidict import CIMultiDict
 from eprd.catalog.filters import FilterError, categories_body, search_body
 from eprd.catalog.query import QueryError, parse_categories, parse_search
 from eprd.catalog.snapshot import Body, Indexed, Snapshot
-from eprd.http import httpfiles
+from eprd.http import httpfiles, piping
 from eprd.indexers.local import archives
 from eprd.model.files import DirFiles
 from eprd.model.versions import is_strict
@@ -178,6 +178,8 @@ async def static_file(
         return item
     cache = cache_headers(registry.config.cache_time.catch_all)
     files = item.package.files
+    if files is None:  # a storage package
+        return await piping.respond(registry, request, item.package, "statics", path, cache)
     if isinstance(files, DirFiles):
         real = files.resolve(path)
         if real is None:
@@ -230,8 +232,10 @@ async def _archive(
     item = _lookup(snap, name, version, "artifact not found")
     if isinstance(item, web.Response):
         return item
-    registry.storage_request("artifacts")  # metrics: counted whatever the outcome, as the reference
     cache = cache_headers(registry.config.cache_time.catch_all)
+    if item.package.files is None:  # a storage package
+        return await piping.respond(registry, request, item.package, "artifacts", fmt, cache)
+    registry.storage_request("artifacts")  # metrics: counted whatever the outcome, as the reference
     try:
         path = await registry.archives.get(item.package, fmt)
     except OSError:
@@ -247,8 +251,10 @@ async def signature(
     item = _lookup(snap, name, version, "signature file not found")
     if isinstance(item, web.Response):
         return item
-    registry.storage_request("signatures")  # metrics: counted whatever the outcome, as the reference
     cache = cache_headers(registry.config.cache_time.catch_all)
+    if item.package.files is None:  # a storage package
+        return await piping.respond(registry, request, item.package, "signatures", "", cache)
+    registry.storage_request("signatures")  # metrics: counted whatever the outcome, as the reference
     sig = item.package.signature
     if sig is None or not os.path.isfile(sig):
         return text_error(500, "internal server error", cache)

@@ -23,6 +23,7 @@ from eprd.model import gojson
 from eprd.ops.accesslog import AccessLog
 
 if TYPE_CHECKING:
+    from eprd.indexers.storage.indexer import StorageIndexer
     from eprd.indexers.local.watcher import Watcher
     from eprd.ops.apm import Apm
     from eprd.ops.metrics import Metrics
@@ -62,6 +63,10 @@ class Registry:
         self.access_log: AccessLog | None = None
         self.metrics: Metrics | None = None  # -metrics-address (eprd.metrics); set before make_app
         self.apm: Apm | None = None  # ELASTIC_APM_SERVER_URL (eprd.apm)
+        # -feature-storage-indexer: where storage packages' resources come from (eprd.http.piping)
+        self.storage: StorageIndexer | None = None
+        # More conditions for /health?ready=true (e.g. the storage index is loaded).
+        self.readiness: list[Callable[[], bool]] = []
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="eprd-io")
         # id(request) -> (route, started, trace) from observe() to the make_app wrapper, which
         # reports requests once their responses are sent; None: reported from observe().
@@ -69,7 +74,7 @@ class Registry:
         self.observers: list[Callable[[web.Request, Route | None, web.StreamResponse, float], None]] = []
 
     def is_ready(self) -> bool:
-        return not self.shutting_down
+        return not self.shutting_down and all(check() for check in self.readiness)
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run file I/O off the event loop."""

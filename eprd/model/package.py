@@ -105,7 +105,8 @@ class Package:
     # documents are most of a package's memory and a request for one is answered from a cache.
     doc_head: bytes
     doc_tail: bytes
-    files: PackageFiles = field(repr=False)
+    # None for a package built from a storage index document (eprd.model.document): no local files.
+    files: PackageFiles | None = field(repr=False)
     location: str
     signature: str | None  # filesystem path of the detached signature
     folders: int  # folders on disk (the watcher needs one inotify watch for each)

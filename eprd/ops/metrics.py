@@ -202,11 +202,34 @@ class Metrics:
             namespace="epr",
             registry=r,
         )
-        self.storage = {c: self.storage_requests.labels("local", c) for c in STORAGE_COMPONENTS}
+        self.storage = {
+            (c, location): self.storage_requests.labels(location, c)
+            for c in STORAGE_COMPONENTS
+            for location in ("local", "remote")
+        }
         self.indexer_get = Histogram(
             "indexer_get_duration_seconds",
             "A histogram of latencies for get processes run by the indexer",
             ("indexer",),
+            namespace="epr",
+            registry=r,
+            buckets=GO_DEFAULT_BUCKETS,
+        )
+        self.storage_update_success = Counter(
+            "storage_indexer_update_index_success_total",
+            "A counter for all the update index processes that finished successfully",
+            namespace="epr",
+            registry=r,
+        )
+        self.storage_update_error = Counter(
+            "storage_indexer_update_index_error_total",
+            "A counter for all the update index processes that finished with error",
+            namespace="epr",
+            registry=r,
+        )
+        self.storage_update_duration = Histogram(
+            "storage_indexer_update_index_duration_seconds",
+            "A histogram of latencies for update index processes run by the storage indexer",
             namespace="epr",
             registry=r,
             buckets=GO_DEFAULT_BUCKETS,
@@ -275,8 +298,13 @@ class Metrics:
     def observe_indexer(self, indexer: str, seconds: float) -> None:
         self.indexer_get.labels(indexer).observe(seconds)
 
-    def storage_request(self, component: str) -> None:
-        self.storage[component].inc()
+    def storage_request(self, component: str, location: str = "local") -> None:
+        self.storage[(component, location)].inc()
+
+    def storage_update(self, success: bool, seconds: float) -> None:
+        """A ``StorageIndexer.on_update`` callback: one poll that loaded an index, or failed."""
+        (self.storage_update_success if success else self.storage_update_error).inc()
+        self.storage_update_duration.observe(seconds)
 
     # --- requests -----------------------------------------------------------------------------
 

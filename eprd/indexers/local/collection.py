@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from eprd.catalog.snapshot import Snapshot, build_snapshot
 from eprd.indexers.local import indexcache
@@ -188,6 +188,9 @@ class Collection:
         self.cached: dict[str, indexcache.Cached | indexcache.Pending] = {}
         self.reused = 0  # versions taken from the index cache by the last load_all
         self.cache_outdated = False  # whether the cache file differs from what is loaded
+        # Storage indexers whose packages come first in every snapshot (until the Indexer seam
+        # builds snapshots from all indexers): objects with name, packages() and rejected().
+        self.remote: list[Any] = []
 
     @_gc_paused()
     def load_all(self) -> Changes:
@@ -275,9 +278,10 @@ class Collection:
         return build_snapshot(
             (self.packages[c.location] for c in ordered if c.kind == "zip" and c.location in self.packages),
             (self.packages[c.location] for c in ordered if c.kind == "dir" and c.location in self.packages),
-            rejected=self.rejected.values(),
+            rejected=[*(e for r in self.remote for e in r.rejected()), *self.rejected.values()],
             generation=generation,
             previous=previous,
+            remote=[(r.name, r.packages()) for r in self.remote],
         )
 
     def apply(self, changed_paths: Iterable[str]) -> Changes:
