@@ -92,9 +92,7 @@ def _check_flags(options: flags.Options) -> None:
             "but are mutually exclusive"
         )
     if options["feature-incremental-updates"] and options["feature-sql-storage-indexer"]:
-        raise ValueError(
-            "-feature-incremental-updates is not supported with -feature-sql-storage-indexer"
-        )
+        raise ValueError("-feature-incremental-updates is not supported with -feature-sql-storage-indexer")
     if storage.enabled(options):
         from eprd.indexers.storage.objectstore import split_url
 

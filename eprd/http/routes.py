@@ -216,17 +216,17 @@ def _disk_content_type(path: str) -> str:
 async def artifact(
     registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
 ) -> web.StreamResponse:
-    return await _archive(registry, snap, args, archives.ZIP, "application/zip")
+    return await _archive(registry, request, snap, args, archives.ZIP, "application/zip")
 
 
 async def artifact_tar(
     registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
 ) -> web.StreamResponse:
-    return await _archive(registry, snap, args, archives.TAR_GZ, "application/gzip")
+    return await _archive(registry, request, snap, args, archives.TAR_GZ, "application/gzip")
 
 
 async def _archive(
-    registry: Registry, snap: Snapshot, args: tuple[str, ...], fmt: str, ctype: str
+    registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...], fmt: str, ctype: str
 ) -> web.StreamResponse:
     _, name, version = args
     item = _lookup(snap, name, version, "artifact not found")

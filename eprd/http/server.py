@@ -23,8 +23,8 @@ from eprd.model import gojson
 from eprd.ops.accesslog import AccessLog
 
 if TYPE_CHECKING:
-    from eprd.indexers.storage.indexer import StorageIndexer
     from eprd.indexers.local.watcher import Watcher
+    from eprd.indexers.storage.indexer import StorageIndexer
     from eprd.ops.apm import Apm
     from eprd.ops.metrics import Metrics
 

@@ -115,9 +115,7 @@ def _build(doc: Any, location: str) -> Package:
         release=release,
         type=doc.get("type") or "integration",
         categories=tuple(doc.get("categories") or ()),
-        template_categories=tuple(
-            tuple(t["categories"]) if t.get("categories") else None for t in templates
-        ),
+        template_categories=tuple(tuple(t["categories"]) if t.get("categories") else None for t in templates),
         kibana=_constraint(conditions, "kibana", where),
         agent=_constraint(conditions, "agent", where),
         capabilities=tuple(capabilities) if capabilities else None,

@@ -203,7 +203,9 @@ class StorageIndexer:
     ) -> None:
         for err in rejected:
             if err not in self._rejected:
-                log.error("invalid package in the storage index: %s", err.reason, extra={"file.path": err.location})
+                log.error(
+                    "invalid package in the storage index: %s", err.reason, extra={"file.path": err.location}
+                )
         self._packages = packages
         self._rejected = rejected
         self.cursor = cursor

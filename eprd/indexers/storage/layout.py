@@ -57,7 +57,7 @@ def parse_cursor(data: bytes) -> str:
         raise StorageIndexError(f"cursor.json is not valid JSON: {err}") from None
     current = doc.get("current") if isinstance(doc, dict) else None
     if not isinstance(current, str) or not current or "/" in current:
-        raise StorageIndexError("cursor.json has no usable \"current\" cursor")
+        raise StorageIndexError('cursor.json has no usable "current" cursor')
     return current
 
 

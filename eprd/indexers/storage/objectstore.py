@@ -188,7 +188,9 @@ class GcsStore:
                 raise ObjectNotFound(key) from None
             raise StorageError(f"gs://{self.bucket}/{_join(self.prefix, key)}: HTTP {err.status}") from None
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
-            raise StorageError(f"gs://{self.bucket}/{_join(self.prefix, key)}: {err or type(err).__name__}") from None
+            raise StorageError(
+                f"gs://{self.bucket}/{_join(self.prefix, key)}: {err or type(err).__name__}"
+            ) from None
 
     async def put(self, key: str, data: bytes, content_type: str, cache_control: str = "") -> None:
         import aiohttp
@@ -264,7 +266,9 @@ class S3Store:
 
                 stack = contextlib.AsyncExitStack()
                 config = AioConfig(connect_timeout=10, read_timeout=60, retries={"max_attempts": 3})
-                self._client = await stack.enter_async_context(get_session().create_client("s3", config=config))
+                self._client = await stack.enter_async_context(
+                    get_session().create_client("s3", config=config)
+                )
                 self._stack = stack
             return self._client
 
