@@ -16,10 +16,15 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from eprd.catalog.snapshot import Snapshot
 from eprd.config import CacheTimes, Config
-from eprd.http.server import Registry, make_app
+from eprd.http.registry import Registry
+from eprd.http.server import make_app
+from eprd.indexers.combined import build
 from eprd.indexers.local.archives import ArchiveStore
-from eprd.indexers.local.collection import load_snapshot
+from eprd.indexers.local.collection import Collection
+from eprd.indexers.local.indexer import local_indexers
+from eprd.indexers.local.watcher import Watcher
 from eprd.model.package import LoadOptions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,10 +45,30 @@ def make_registry(tmp_path: Path) -> Callable[..., Registry]:
     ) -> Registry:
         paths = tuple(str(p) for p in (package_paths if package_paths is not None else default_paths()))
         config = Config(package_paths=paths, cache_time=cache_time or CacheTimes())
-        snapshot = load_snapshot(paths, LoadOptions(validate=validate, require_signature=require_signature))
-        return Registry(config, snapshot, ArchiveStore(str(tmp_path / "archives")), allow_unknown)
+        collection = Collection(paths, LoadOptions(validate=validate, require_signature=require_signature))
+        collection.load_all()
+        return local_registry(collection, config, tmp_path / "archives", allow_unknown=allow_unknown)
 
     return build
+
+
+def local_registry(
+    collection: Collection,
+    config: Config,
+    archives: Path,
+    watcher: Watcher | None = None,
+    allow_unknown: bool = True,
+) -> Registry:
+    """A Registry serving a loaded collection through the two local indexers, as eprd serves it."""
+    indexers = local_indexers(collection, ArchiveStore(str(archives)), watcher)
+    registry = Registry(config, build(indexers), indexers, allow_unknown)
+    registry.watcher = watcher
+    return registry
+
+
+def snapshot_of(collection: Collection) -> Snapshot:
+    """The snapshot eprd would serve from a loaded collection."""
+    return build(local_indexers(collection, None))
 
 
 def default_paths() -> list[Path]:

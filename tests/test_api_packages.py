@@ -20,7 +20,7 @@ import pytest
 
 from eprd.config import CacheTimes
 from eprd.indexers.local.archives import TAR_GZ, ArchiveStore
-from eprd.indexers.local.collection import load_snapshot
+from eprd.indexers.local.indexer import load_snapshot
 from eprd.model.package import LoadOptions
 from tests.conftest import TESTDATA, default_paths
 from tests.httpcheck import NO_CACHE, Reply, fetch, go_json

@@ -14,7 +14,7 @@ from eprd.indexers.local import indexcache
 from eprd.indexers.local.collection import PARALLEL_MIN, Collection
 from eprd.model.package import LoadOptions, PackageError
 from tests import pkgfactory as pf
-from tests.conftest import write_config
+from tests.conftest import snapshot_of, write_config
 
 OPTIONS = LoadOptions(validate=True, require_signature=False)
 
@@ -30,7 +30,7 @@ def collection(root: Path, cache: Path, **kwargs: object) -> Collection:
 
 
 def document(c: Collection, name: str, version: str) -> dict:
-    item = c.snapshot().lookup(name, version)
+    item = snapshot_of(c).lookup(name, version)
     assert item is not None, (name, version)
     return json.loads(item.document)
 
@@ -51,7 +51,10 @@ def test_a_restart_reuses_every_unchanged_version(two_packages: Path, tmp_path: 
     assert second.reused == 3
     for name, version in (("alpha", "1.0.0"), ("beta", "2.0.0"), ("gamma", "1.0.0")):
         assert document(second, name, version) == document(first, name, version)
-    assert second.snapshot().lookup("alpha", "1.0.0").entry == first.snapshot().lookup("alpha", "1.0.0").entry
+    assert (
+        snapshot_of(second).lookup("alpha", "1.0.0").entry
+        == snapshot_of(first).lookup("alpha", "1.0.0").entry
+    )
 
 
 def test_an_in_place_edit_of_the_same_size_is_seen(two_packages: Path, tmp_path: Path) -> None:
@@ -114,7 +117,7 @@ def test_a_rejected_version_is_cached_logged_again_and_picked_up_when_fixed(
     assert [r.getMessage() for r in caplog.records if str(broken) in str(getattr(r, "file.path", ""))]
     pf.write_dir(root, "bad", "1.0.0")
     fixed = collection(root, tmp_path / "cache")
-    assert fixed.snapshot().lookup("bad", "1.0.0") is not None
+    assert snapshot_of(fixed).lookup("bad", "1.0.0") is not None
     assert fixed.rejected == {}
 
 
@@ -124,7 +127,7 @@ def test_a_damaged_cache_file_means_a_cold_load(two_packages: Path, tmp_path: Pa
     Path(first.cache_file).write_bytes(b"not a cache")
     again = collection(two_packages, tmp_path / "cache")
     assert again.reused == 0
-    assert len(again.snapshot()) == 3
+    assert len(snapshot_of(again)) == 3
 
 
 def test_the_cache_is_keyed_by_load_options(two_packages: Path, tmp_path: Path) -> None:
@@ -134,7 +137,7 @@ def test_the_cache_is_keyed_by_load_options(two_packages: Path, tmp_path: Path) 
     )
     strict.load_all()
     assert strict.reused == 0
-    assert len(strict.snapshot()) == 0  # nothing is signed
+    assert len(snapshot_of(strict)) == 0  # nothing is signed
 
 
 def test_stamps_change_when_a_folder_gains_an_entry(tmp_path: Path) -> None:

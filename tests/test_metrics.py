@@ -20,7 +20,7 @@ from conftest import write_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from eprd import __version__
-from eprd.http.server import Registry
+from eprd.http.registry import Registry
 from eprd.ops.metrics import Metrics, make_metrics_app
 
 IDENTITY = {"Accept-Encoding": "identity"}

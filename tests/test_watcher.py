@@ -18,12 +18,14 @@ import aiohttp
 import pytest
 
 from eprd.config import Config
-from eprd.http.server import Registry
-from eprd.indexers.local.archives import ArchiveStore
+from eprd.http.registry import Registry
+from eprd.indexers.base import Changes
+from eprd.indexers.combined import Combined
 from eprd.indexers.local.collection import Collection
 from eprd.indexers.local.watcher import Watcher
 from eprd.model.package import LoadOptions
 from tests import pkgfactory as pf
+from tests.conftest import local_registry
 
 DEADLINE = 15.0
 
@@ -69,12 +71,11 @@ async def live(tmp_path: Path, serve, http) -> Callable[[Path], Awaitable[Live]]
     async def start(root: Path) -> Live:
         collection = Collection([str(root)], LoadOptions(validate=True, require_signature=False))
         collection.load_all()
-        registry = Registry(
-            Config(package_paths=(str(root),)), collection.snapshot(), ArchiveStore(str(tmp_path / "arc"))
-        )
-        watcher = Watcher(collection, lambda: registry.snapshot, lambda s: setattr(registry, "snapshot", s))
-        registry.watcher = watcher
-        tasks.append((watcher, asyncio.create_task(watcher.run())))
+        watcher = Watcher(collection)
+        registry = local_registry(collection, Config(package_paths=(str(root),)), tmp_path / "arc", watcher)
+        combined = Combined(list(registry.indexers.values()))
+        run = combined.run(lambda: registry.snapshot, lambda s: setattr(registry, "snapshot", s))
+        tasks.append((watcher, asyncio.create_task(run)))
         _, base = await serve(registry=registry)
         env = Live(registry, watcher, base, http)
         # A version added before the watcher is ready is picked up by its first refresh.
@@ -227,9 +228,12 @@ async def test_a_watcher_stopped_before_it_runs_does_not_start(tmp_path: Path) -
     pf.write_dir(root, "alpha", "1.0.0")
     collection = Collection([str(root)], LoadOptions(validate=True, require_signature=False))
     collection.load_all()
-    snapshot = collection.snapshot()
-    watcher = Watcher(collection, lambda: snapshot, lambda s: None)
-    task = asyncio.create_task(watcher.run())
+    watcher = Watcher(collection)
+
+    async def changed(changes: Changes, started: float) -> None:
+        raise AssertionError("a stopped watcher reports nothing")
+
+    task = asyncio.create_task(watcher.run(changed))
     watcher.stop()
     await asyncio.wait_for(task, 5)
     assert watcher._process is None

@@ -21,9 +21,6 @@ from typing import Any
 
 from eprd.model.package import Package, PackageError, render_document, render_entry
 
-ZIP_INDEXER = "ZipFileSystemIndexer"
-DIR_INDEXER = "FileSystemIndexer"
-
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Indexed:
@@ -32,6 +29,7 @@ class Indexed:
     package: Package
     deprecated: dict[str, Any] | None
     entry: bytes  # /search entry
+    source: str  # the name of the indexer that serves its files
 
     @property
     def document(self) -> bytes:
@@ -101,27 +99,23 @@ class Snapshot:
 
 
 def build_snapshot(
-    zip_packages: Iterable[Package],
-    dir_packages: Iterable[Package],
+    indexers_packages: Iterable[tuple[str, Iterable[Package]]],
     rejected: Iterable[PackageError] = (),
     generation: int = 1,
     previous: Snapshot | None = None,
-    remote: Iterable[tuple[str, Iterable[Package]]] = (),
 ) -> Snapshot:
-    """Combine loaded packages into a snapshot with the reference's precedence rules.
+    """Combine the packages of each indexer, in precedence order, with the reference's rules.
 
     ``previous`` lets documents whose package and deprecation did not change be
-    reused instead of re-encoded. ``remote`` are (indexer name, packages) of the storage
-    indexers, which come before the local ones (§1.2).
+    reused instead of re-encoded.
     """
     reuse = _reusable(previous)
     indexers = []
     merged: dict[tuple[str, str], Indexed] = {}
-    sources = (*remote, (ZIP_INDEXER, zip_packages), (DIR_INDEXER, dir_packages))
-    for name, packages in sources:
+    for name, packages in indexers_packages:
         unique = _first_of_each(packages)
         inherited = _deprecations(unique)
-        served = tuple(_indexed(p, inherited.get(p.name), reuse) for p in unique)
+        served = tuple(_indexed(p, inherited.get(p.name), reuse, name) for p in unique)
         indexers.append((name, served))
         for item in served:
             merged.setdefault((item.package.name, item.package.version), item)
@@ -164,8 +158,10 @@ def _reusable(previous: Snapshot | None) -> dict[int, Indexed]:
     return {id(item.package): item for _, items in previous.indexers for item in items}
 
 
-def _indexed(package: Package, deprecated: dict[str, Any] | None, reuse: dict[int, Indexed]) -> Indexed:
+def _indexed(
+    package: Package, deprecated: dict[str, Any] | None, reuse: dict[int, Indexed], source: str
+) -> Indexed:
     old = reuse.get(id(package))
-    if old is not None and old.package is package and old.deprecated == deprecated:
+    if old is not None and old.package is package and old.deprecated == deprecated and old.source == source:
         return old
-    return Indexed(package, deprecated, render_entry(package, deprecated))
+    return Indexed(package, deprecated, render_entry(package, deprecated), source)

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from eprd import API_VERSION, __version__
 from eprd.cli import flags, storage
 from eprd.config import Config, ConfigError, load_config
-from eprd.indexers.local.collection import Collection, Loading, load_snapshot
+from eprd.indexers.local.collection import Collection, Loading
+from eprd.indexers.local.indexer import load_snapshot
 from eprd.model.package import LoadOptions
 from eprd.ops import apm, logs
 

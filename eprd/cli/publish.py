@@ -28,12 +28,12 @@ from dataclasses import dataclass
 
 import orjson
 
-from eprd.http import httpfiles
 from eprd.indexers.local.archives import top_folder, write_zip
-from eprd.indexers.local.collection import load_snapshot
+from eprd.indexers.local.indexer import load_snapshot
 from eprd.indexers.storage import layout
 from eprd.indexers.storage.objectstore import ObjectNotFound, ObjectStore, StorageError, open_store, split_url
 from eprd.model.files import ZipFiles
+from eprd.model.mediatypes import content_type
 from eprd.model.package import LoadOptions, Package, render_document
 from eprd.ops import logs
 
@@ -172,7 +172,7 @@ def _objects(package: Package) -> list[tuple[str, bytes, str]]:
         if entry.is_dir:
             continue
         data = files.read(entry.path)
-        ctype = httpfiles.content_type(entry.path, data[:512])
+        ctype = content_type(entry.path, data[:512])
         out.append((layout.static_key(package.name, package.version, entry.path), data, ctype))
     return out
 

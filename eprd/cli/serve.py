@@ -17,13 +17,18 @@ from aiohttp import web
 
 from eprd.cli import flags, storage
 from eprd.config import Config
-from eprd.http.server import Registry, make_app, split_address, tls_context
+from eprd.http import piping
+from eprd.http.registry import Registry
+from eprd.http.server import make_app, split_address, tls_context
+from eprd.indexers.base import Indexer
+from eprd.indexers.combined import BuildRunner, Combined
 from eprd.indexers.local.archives import ArchiveStore
 from eprd.indexers.local.collection import Collection, Loading
+from eprd.indexers.local.indexer import local_indexers
 from eprd.indexers.local.watcher import Watcher
 from eprd.ops import logs
 from eprd.ops.accesslog import AccessLog
-from eprd.ops.apm import Apm
+from eprd.ops.apm import Apm, TracedCollection
 from eprd.ops.diagnostics import Diagnostics
 from eprd.ops.metrics import Metrics, make_metrics_app
 
@@ -60,8 +65,15 @@ async def _serve_registry(
     else:
         started = loading.started
         await asyncio.wrap_future(loading.future)
-    indexer = await storage.start(options, collection, ops.metrics) if storage.enabled(options) else None
-    snapshot = await asyncio.to_thread(collection.snapshot)
+    watcher = None
+    if options["package-paths-enable-watcher"]:
+        watcher = Watcher(collection, poll=options["package-paths-watcher-poll"])
+    archives = ArchiveStore(os.path.join(flags.cache_dir(options), "archives"), options["archive-cache-size"])
+    indexers: list[Indexer] = list(local_indexers(collection, archives, watcher))
+    if storage.enabled(options):  # storage packages win over local ones (§1.2)
+        indexers.insert(0, await storage.start(options, ops.metrics))
+    combined = Combined(indexers, ops.build_runner())
+    snapshot = await asyncio.to_thread(combined.first)
     log.info(
         "packages loaded",
         extra={
@@ -71,7 +83,7 @@ async def _serve_registry(
             "event.duration": int((time.monotonic() - started) * 1e9),
         },
     )
-    if len(snapshot) == 0 and indexer is None:
+    if len(snapshot) == 0 and not storage.enabled(options):
         if not options["package-paths-enable-watcher"]:
             log.critical("Init failed: No local packages found.")
             return 1
@@ -87,13 +99,12 @@ async def _serve_registry(
     registry = Registry(
         config,
         snapshot,
-        ArchiveStore(os.path.join(flags.cache_dir(options), "archives"), options["archive-cache-size"]),
+        indexers,
         allow_unknown_query_parameters=options["allow-unknown-query-parameters"],
         favicon=favicon,
     )
+    registry.watcher = watcher
     ops.attach(registry)  # metrics, APM and diagnostics follow the registry (before make_app)
-    if indexer is not None:
-        storage.attach(registry, indexer)
     if logs.LEVELS[options["log-level"]] <= logging.INFO:
         registry.access_log = AccessLog(options["log-type"], extra=logs.service_fields())
     runner = web.AppRunner(
@@ -121,34 +132,24 @@ async def _serve_registry(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if options["package-paths-enable-watcher"]:
-        registry.watcher = Watcher(
-            collection,
-            lambda: registry.snapshot,
-            lambda new: setattr(registry, "snapshot", new),
-            poll=options["package-paths-watcher-poll"],
-        )
-    if not await ops.start_metrics(registry):  # -metrics-address, after the API listener
+    if not await ops.start_metrics(registry, combined):  # -metrics-address, after the API listener
         return 1
     # Written (and stamped, see Collection.save_cache) once serving, before the watcher can
     # change what is loaded.
     await asyncio.to_thread(collection.save_cache)
-    watch_task = None
-    if registry.watcher is not None:
-        watch_task = asyncio.create_task(registry.watcher.run(), name="eprd-watcher")
-    storage_task = storage.run(registry, indexer, collection) if indexer is not None else None
+    watch_task = asyncio.create_task(
+        combined.run(lambda: registry.snapshot, lambda new: setattr(registry, "snapshot", new)),
+        name="eprd-indexers",
+    )
 
     await stop.wait()
     log.info("shutting down: no new connections, waiting for requests in flight")
     registry.shutting_down = True
-    if watch_task is not None:
-        registry.watcher.stop()
-        await watch_task
-    if indexer is not None and storage_task is not None:
-        await storage.stop(indexer, storage_task)
+    await combined.close()  # stops the watcher, which ends its task
+    await watch_task
+    await piping.close()
     await asyncio.to_thread(collection.save_cache)  # keep the next start warm (no-op if unchanged)
     await runner.cleanup()
-    registry.close()
     log.info("stopped")
     return 0
 
@@ -165,6 +166,7 @@ class _Operations:
         self.metrics = Metrics() if options["metrics-address"] else None
         self.diagnostics = Diagnostics() if options["httpprof"] else None
         self.runners: list[web.AppRunner] = []
+        self._traced: TracedCollection | None = None
 
     async def _listen(self, app: web.Application, flag: str, shutdown_timeout: float) -> bool:
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
@@ -187,7 +189,14 @@ class _Operations:
         return await self._listen(self.diagnostics.app(), "httpprof", 1.0)
 
     def traced(self, collection: Collection) -> Collection:
-        return collection if self.apm is None else self.apm.traced_collection(collection)  # type: ignore[return-value]
+        if self.apm is None:
+            return collection
+        self._traced = self.apm.traced_collection(collection)
+        return self._traced  # type: ignore[return-value]
+
+    def build_runner(self) -> BuildRunner | None:
+        """How snapshots are built: inside the APM transaction a load began, when APM is on."""
+        return self._traced.build if self._traced is not None else None
 
     def attach(self, registry: Registry) -> None:
         registry.apm = self.apm
@@ -197,11 +206,10 @@ class _Operations:
         if self.diagnostics is not None:
             self.diagnostics.registry = registry
 
-    async def start_metrics(self, registry: Registry) -> bool:
+    async def start_metrics(self, registry: Registry, combined: Combined) -> bool:
         if self.metrics is None:
             return True
-        if registry.watcher is not None:
-            registry.watcher.on_rebuild.append(self.metrics.on_rebuild)
+        combined.on_rebuild.append(self.metrics.on_rebuild)
         return await self._listen(make_metrics_app(self.metrics), "metrics-address", 5.0)
 
     async def close(self) -> None:

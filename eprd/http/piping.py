@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
@@ -24,11 +23,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from eprd.http import httpfiles
-from eprd.indexers.storage.indexer import Piped
-from eprd.model.package import Package
-
-if TYPE_CHECKING:
-    from eprd.http.server import Registry
+from eprd.model.mediatypes import content_type_by_name, sniff
 
 log = logging.getLogger("eprd.storage")
 
@@ -70,31 +65,6 @@ def _text(status: int, message: str, cache: tuple[tuple[str, str], ...]) -> web.
     headers["X-Content-Type-Options"] = "nosniff"
     headers[CORS[0]] = CORS[1]
     return web.Response(status=status, body=message.encode() + b"\n", headers=headers)
-
-
-async def respond(
-    registry: Registry,
-    request: web.Request,
-    package: Package,
-    component: str,
-    path: str,
-    cache: tuple[tuple[str, str], ...],
-) -> web.StreamResponse:
-    """The response for a static file, artifact or signature of a storage package."""
-    storage = registry.storage
-    if registry.metrics is not None:
-        registry.metrics.storage_request(component, "remote")
-    if storage is None:
-        return _text(500, "internal server error", cache)
-    if component == "statics":
-        resource: Piped | None = await storage.static(package, path)
-    elif component == "signatures":
-        resource = await storage.signature(package)
-    else:
-        resource = await storage.artifact(package, path or "zip")
-    if resource is None:
-        return _text(404, "artifact not found", cache)
-    return await pipe(request, resource.url, cache)
 
 
 async def pipe(request: web.Request, url: str, cache: tuple[tuple[str, str], ...]) -> web.StreamResponse:
@@ -142,8 +112,8 @@ def _from_disk(path: str, cache: tuple[tuple[str, str], ...]) -> web.StreamRespo
         headers: CIMultiDict[str] = CIMultiDict(cache)
         headers[CORS[0]] = CORS[1]
         return web.Response(status=404, headers=headers)
-    content_type = httpfiles.content_type_by_name(path)
+    content_type = content_type_by_name(path)
     if content_type is None:
         with open(path, "rb") as fh:
-            content_type = httpfiles.sniff(fh.read(512))
+            content_type = sniff(fh.read(512))
     return httpfiles.DiskFileResponse(path, CIMultiDict(cache), content_type)

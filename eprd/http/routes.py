@@ -9,89 +9,33 @@ without CORS. Handlers take the current snapshot once and only read it.
 
 from __future__ import annotations
 
-import functools
-import logging
-import os
 import posixpath
 import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 from eprd.catalog.filters import FilterError, categories_body, search_body
 from eprd.catalog.query import QueryError, parse_categories, parse_search
 from eprd.catalog.snapshot import Body, Indexed, Snapshot
-from eprd.http import httpfiles, piping
-from eprd.indexers.local import archives
-from eprd.model.files import DirFiles
+from eprd.http import piping
+from eprd.http.registry import Registry
+from eprd.http.responses import (
+    CORS,
+    cache_headers,
+    headers_of,
+    json_response,
+    redirect,
+    resource_response,
+    text_error,
+)
+from eprd.indexers.base import TAR_GZ, ZIP, Failed, NotFound, Piped, Resource
 from eprd.model.versions import is_strict
 
-if TYPE_CHECKING:
-    from eprd.http.server import Registry
-
-log = logging.getLogger("eprd.access")
-
 Handler = Callable[["Registry", web.Request, Snapshot, tuple[str, ...]], Awaitable[web.StreamResponse]]
-
-CORS = ("Access-Control-Allow-Origin", "*")
-NO_CACHE = (("Cache-Control", "max-age=0"), ("Cache-Control", "private, no-store"))
-
-
-@functools.lru_cache(maxsize=64)
-def cache_headers(seconds: float) -> tuple[tuple[str, str], ...]:
-    """The reference's two Cache-Control lines for a public response cached ``seconds``."""
-    return (("Cache-Control", f"max-age={seconds:.0f}"), ("Cache-Control", "public"))
-
-
-def _headers(*groups: tuple[tuple[str, str], ...]) -> CIMultiDict[str]:
-    out: CIMultiDict[str] = CIMultiDict()
-    for group in groups:
-        for name, value in group:
-            out.add(name, value)
-    return out
-
-
-def text_error(status: int, message: str, cache: tuple[tuple[str, str], ...] = NO_CACHE) -> web.Response:
-    """Go's http.Error: plain text, nosniff, message and a newline."""
-    headers = _headers(
-        cache, (("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff"))
-    )
-    return web.Response(status=status, body=message.encode() + b"\n", headers=headers)
-
-
-def json_response(request: web.Request, body: Body, seconds: float) -> web.Response:
-    """A JSON body with a strong ETag, gzip when the client accepts it, 304 when it is unchanged."""
-    use_gzip = _accepts_gzip(request.headers.get("Accept-Encoding", ""))
-    etag = body.gzip_etag if use_gzip else body.etag
-    common = (*cache_headers(seconds), ("ETag", etag), ("Vary", "Accept-Encoding"), CORS)
-    if_none_match = request.headers.get("If-None-Match")
-    if if_none_match and _etag_listed(if_none_match, (body.etag, body.gzip_etag)):
-        return web.Response(status=304, headers=CIMultiDict(common))
-    if use_gzip:
-        headers = CIMultiDict((*common, _JSON, ("Content-Encoding", "gzip")))
-        return web.Response(body=body.gzipped(), headers=headers)
-    return web.Response(body=body.data, headers=CIMultiDict((*common, _JSON)))
-
-
-_JSON = ("Content-Type", "application/json")
-
-
-def _accepts_gzip(accept_encoding: str) -> bool:
-    for item in accept_encoding.split(","):
-        coding, _, params = item.strip().partition(";")
-        if coding.strip().lower() in ("gzip", "*"):
-            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
-    return False
-
-
-def _etag_listed(header: str, etags: tuple[str, ...]) -> bool:
-    return any(tag.strip().removeprefix("W/") in etags or tag.strip() == "*" for tag in header.split(","))
-
 
 # --- handlers -------------------------------------------------------------------------------
 
@@ -114,7 +58,7 @@ async def health(
 async def favicon(
     registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
 ) -> web.Response:
-    headers = _headers(
+    headers = headers_of(
         (("Content-Type", "image/x-icon"),), cache_headers(registry.config.cache_time.catch_all)
     )
     return web.Response(body=registry.favicon, headers=headers)
@@ -176,72 +120,36 @@ async def static_file(
     item = _lookup(snap, name, version, "package revision not found")
     if isinstance(item, web.Response):
         return item
-    cache = cache_headers(registry.config.cache_time.catch_all)
-    files = item.package.files
-    if files is None:  # a storage package
-        return await piping.respond(registry, request, item.package, "statics", path, cache)
-    if isinstance(files, DirFiles):
-        real = files.resolve(path)
-        if real is None:
-            return text_error(404, "resource not found", cache)
-        registry.storage_request("statics")  # metrics: counted once a file is served
-        return httpfiles.DiskFileResponse(real, _headers(cache), _disk_content_type(real))
-    info = files.info(path)
-    if info is None:
-        return text_error(404, "resource not found", cache)
-    try:
-        body = await registry.run_blocking(files.read, path)
-    except OSError:
-        log.exception("cannot read package file", extra={"file.path": f"{files.location}:{path}"})
-        return text_error(500, "internal server error", cache)
-    registry.storage_request("statics")  # metrics: counted once a file is served
-    return httpfiles.bytes_response(
-        request,
-        body,
-        headers=_headers(cache),
-        content_type_value=httpfiles.content_type(path, body[:512]),
-        mtime=info.mtime,
-        etag=f'"{info.crc:08x}-{info.size:x}-{int(info.mtime):x}"',
-    )
-
-
-def _disk_content_type(path: str) -> str:
-    known = httpfiles.content_type_by_name(path)
-    if known is not None:
-        return known
-    with open(path, "rb") as fh:
-        return httpfiles.sniff(fh.read(512))
+    resource = await registry.indexers[item.source].static(item.package, path)
+    if not isinstance(resource, NotFound | Failed):
+        registry.storage_request("statics", _location(resource))  # metrics: counted once a file is served
+    return await _respond(request, resource, cache_headers(registry.config.cache_time.catch_all))
 
 
 async def artifact(
     registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
 ) -> web.StreamResponse:
-    return await _archive(registry, request, snap, args, archives.ZIP, "application/zip")
+    return await _download(registry, request, snap, args, ZIP)
 
 
 async def artifact_tar(
     registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
 ) -> web.StreamResponse:
-    return await _archive(registry, request, snap, args, archives.TAR_GZ, "application/gzip")
+    return await _download(registry, request, snap, args, TAR_GZ)
 
 
-async def _archive(
-    registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...], fmt: str, ctype: str
+async def _download(
+    registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...], fmt: str
 ) -> web.StreamResponse:
     _, name, version = args
     item = _lookup(snap, name, version, "artifact not found")
     if isinstance(item, web.Response):
         return item
-    cache = cache_headers(registry.config.cache_time.catch_all)
-    if item.package.files is None:  # a storage package
-        return await piping.respond(registry, request, item.package, "artifacts", fmt, cache)
-    registry.storage_request("artifacts")  # metrics: counted whatever the outcome, as the reference
-    try:
-        path = await registry.archives.get(item.package, fmt)
-    except OSError:
-        log.exception("cannot build archive", extra={"file.path": item.package.location})
-        return text_error(500, "internal server error", cache)
-    return httpfiles.DiskFileResponse(path, _headers(cache), ctype)
+    resource = await registry.indexers[item.source].artifact(item.package, fmt)
+    registry.storage_request(
+        "artifacts", _location(resource)
+    )  # metrics: whatever the outcome, as the reference
+    return await _respond(request, resource, cache_headers(registry.config.cache_time.catch_all))
 
 
 async def signature(
@@ -251,14 +159,22 @@ async def signature(
     item = _lookup(snap, name, version, "signature file not found")
     if isinstance(item, web.Response):
         return item
-    cache = cache_headers(registry.config.cache_time.catch_all)
-    if item.package.files is None:  # a storage package
-        return await piping.respond(registry, request, item.package, "signatures", "", cache)
-    registry.storage_request("signatures")  # metrics: counted whatever the outcome, as the reference
-    sig = item.package.signature
-    if sig is None or not os.path.isfile(sig):
-        return text_error(500, "internal server error", cache)
-    return httpfiles.DiskFileResponse(sig, _headers(cache), httpfiles.content_type(sig))
+    resource = await registry.indexers[item.source].signature(item.package)
+    registry.storage_request("signatures", _location(resource))  # metrics: whatever the outcome
+    return await _respond(request, resource, cache_headers(registry.config.cache_time.catch_all))
+
+
+def _location(resource: Resource) -> str:
+    """The ``location`` label of epr_storage_requests_total: remote for what storage pipes."""
+    return "remote" if isinstance(resource, Piped) else "local"
+
+
+async def _respond(
+    request: web.Request, resource: Resource, cache: tuple[tuple[str, str], ...]
+) -> web.StreamResponse:
+    if isinstance(resource, Piped):
+        return await piping.pipe(request, resource.url, cache)
+    return resource_response(request, resource, cache)
 
 
 # --- routing --------------------------------------------------------------------------------
@@ -372,30 +288,12 @@ def make_dispatcher(registry: Registry) -> Callable[[web.Request], Awaitable[web
                 route, args = found
                 if route.trailing_slash != path.endswith("/"):
                     target = path + "/" if route.trailing_slash else path[:-1]
-                    response = _redirect(_with_query(escape_path(target), request), request.method)
+                    response = redirect(_with_query(escape_path(target), request), request.method)
                 else:
                     response = await route.handler(registry, request, registry.snapshot, args)
                 if CORS[0] not in response.headers:
                     response.headers[CORS[0]] = CORS[1]
-        registry.observe(request, route, response, started)
+        registry.observe(request, route.template if route is not None else None, response, started)
         return response
 
     return dispatch
-
-
-def _redirect(location: str, method: str) -> web.Response:
-    """Go's http.Redirect with 301: a tiny HTML body for GET and HEAD."""
-    headers = {"Location": location}
-    if method in ("GET", "HEAD"):
-        headers["Content-Type"] = "text/html; charset=utf-8"
-        body = f'<a href="{_html_escape(location)}">Moved Permanently</a>.\n\n'.encode()
-        return web.Response(status=301, body=body, headers=headers)
-    return web.Response(status=301, headers=headers)
-
-
-_HTML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&#34;", "'": "&#39;"})
-
-
-def _html_escape(text: str) -> str:
-    """Go's html.EscapeString (numeric entities for quotes)."""
-    return text.translate(_HTML_ESCAPES)

@@ -20,7 +20,8 @@ import semver
 
 from eprd.model import gojson
 from eprd.model.datastream import data_stream_summary
-from eprd.model.package import Package, PackageError, _template_summary, encode_members
+from eprd.model.package import Package, PackageError, encode_members
+from eprd.model.sections import template_summary
 from eprd.model.versions import Constraint, VersionError, is_prerelease, parse_strict, sort_key
 
 # Members 1-11 (§2.7), shared by the /search entry and the document.
@@ -96,7 +97,7 @@ def _build(doc: Any, location: str) -> Package:
     base = _pick(doc, _BASE)
     shared = _pick(doc, _SHARED)
     last = _pick(doc, _LAST)
-    summaries = {"policy_templates": [_template_summary(t) for t in templates]} if templates else {}
+    summaries = {"policy_templates": [template_summary(t) for t in templates]} if templates else {}
     middle = dict(shared)
     if data_streams:
         middle["data_streams"] = [data_stream_summary(d) for d in data_streams]

@@ -26,37 +26,37 @@ from eprd.model.datastream import (
     data_stream_dirs,
     data_stream_summary,
     load_data_stream,
-    stream_doc,
 )
 from eprd.model.files import DirFiles, PackageFileError, PackageFiles, open_package, signature_path
-from eprd.model.ingestion import ingestion_method
 from eprd.model.listing import Listing
 from eprd.model.manifest import (
     OMIT_NULL,
     VALID_RELEASES,
     ManifestError,
     agent_doc,
-    deployment_modes_doc,
     deprecated_doc,
-    flag,
     go_path_join,
     go_quote,
     images_doc,
-    name_list_doc,
     obj,
     objects,
     optional_text,
     put,
-    required,
     text,
     texts,
     variables_doc,
 )
+from eprd.model.sections import (
+    conditions_doc,
+    discovery_doc,
+    elasticsearch_doc,
+    policy_template_doc,
+    requires_doc,
+    template_summary,
+)
 from eprd.model.versions import Constraint, VersionError, is_prerelease, parse_strict, sort_key
 
 log = logging.getLogger("eprd.package")
-
-AGENTLESS_RELEASES = ("beta", "ga")
 
 
 class PackageError(ValueError):
@@ -165,11 +165,11 @@ class _Loader:
 
         url = go_path_join("/package", name, version)
         templates = [
-            self._policy_template(t, f"policy_templates.{i}", url, name, version, raw)
+            policy_template_doc(t, f"policy_templates.{i}", url, raw, self.listing, self.options.validate)
             for i, t in enumerate(objects(raw.get("policy_templates"), "policy_templates"))
         ]
         pkg_type = text(raw.get("type"), "type") or "integration"
-        conditions = self._conditions(raw.get("conditions"))
+        conditions = conditions_doc(raw.get("conditions"))
         license_ = text(raw.get("license"), "license") or (
             (conditions or {}).get("elastic", {}).get("subscription") or "basic"
         )
@@ -210,7 +210,7 @@ class _Loader:
 
         download = go_path_join("/epr", name, f"{name}-{version}.zip")
         elastic = (conditions or {}).get("elastic") or {}
-        discovery = self._discovery(raw.get("discovery"))
+        discovery = discovery_doc(raw.get("discovery"))
         base = self._base_fields(
             raw, name, title, version, release, description, pkg_type, download, url, icons
         )
@@ -218,11 +218,11 @@ class _Loader:
         deprecated = deprecated_doc(raw.get("deprecated"), "deprecated")
 
         summaries: dict[str, Any] = {}
-        put(summaries, "policy_templates", [_template_summary(t) for t in templates])
+        put(summaries, "policy_templates", [template_summary(t) for t in templates])
         middle = dict(after)
         put(middle, "data_streams", [data_stream_summary(d) for d in data_streams])
         last: dict[str, Any] = {}  # after "deprecated", in both shapes
-        put(last, "requires", self._requires(raw.get("requires")), OMIT_NULL)
+        put(last, "requires", requires_doc(raw.get("requires")), OMIT_NULL)
         put(last, "group", text(raw.get("group"), "group"))
         entry_parts = tuple(encode_members(part) for part in (base, summaries, middle, last))
 
@@ -237,7 +237,7 @@ class _Loader:
         put(tail, "policy_templates", templates)
         put(tail, "data_streams", data_streams)
         put(tail, "vars", variables_doc(raw.get("vars"), "vars"))
-        put(tail, "elasticsearch", self._package_elasticsearch(raw.get("elasticsearch")), OMIT_NULL)
+        put(tail, "elasticsearch", elasticsearch_doc(raw.get("elasticsearch")), OMIT_NULL)
         put(tail, "agent", agent_doc(raw.get("agent")), OMIT_NULL)
 
         return Package(
@@ -377,26 +377,6 @@ class _Loader:
         put(doc, "discovery", discovery or None, OMIT_NULL)
         return doc
 
-    def _conditions(self, value: Any) -> dict[str, Any] | None:
-        raw = obj(value, "conditions")
-        if raw is None:
-            return None
-        doc: dict[str, Any] = {}
-        kibana = obj(raw.get("kibana"), "conditions.kibana")
-        if kibana is not None:
-            doc["kibana"] = {"version": text(kibana.get("version"), "conditions.kibana.version")}
-        elastic = obj(raw.get("elastic"), "conditions.elastic")
-        if elastic is not None:
-            doc["elastic"] = {
-                "subscription": text(elastic.get("subscription"), "conditions.elastic.subscription")
-            }
-            capabilities = texts(elastic.get("capabilities"), "conditions.elastic.capabilities")
-            put(doc["elastic"], "capabilities", capabilities)
-        agent = obj(raw.get("agent"), "conditions.agent")
-        if agent is not None:
-            doc["agent"] = {"version": text(agent.get("version"), "conditions.agent.version")}
-        return doc
-
     def _constraint(self, conditions: dict[str, Any] | None, key: str, label: str) -> Constraint | None:
         section = (conditions or {}).get(key)
         if section is None:
@@ -405,118 +385,6 @@ class _Loader:
             return Constraint.parse(section["version"])
         except VersionError as err:
             raise ManifestError(f"invalid {label} versions range {section['version']}: {err}") from None
-
-    def _discovery(self, value: Any) -> dict[str, Any] | None:
-        raw = obj(value, "discovery")
-        if raw is None:
-            return None
-        doc: dict[str, Any] = {}
-        put(doc, "fields", name_list_doc(raw.get("fields"), "discovery.fields"))
-        put(doc, "datasets", name_list_doc(raw.get("datasets"), "discovery.datasets"))
-        return doc
-
-    def _requires(self, value: Any) -> dict[str, Any] | None:
-        raw = obj(value, "requires")
-        if raw is None:
-            return None
-        doc: dict[str, Any] = {}
-        for kind in ("input", "content"):
-            deps = [
-                {
-                    "package": required(dep.get("package"), f"requires.{kind}.{i}.package"),
-                    "version": required(dep.get("version"), f"requires.{kind}.{i}.version"),
-                }
-                for i, dep in enumerate(objects(raw.get(kind), f"requires.{kind}"))
-            ]
-            put(doc, kind, deps)
-        return doc
-
-    def _package_elasticsearch(self, value: Any) -> dict[str, Any] | None:
-        raw = obj(value, "elasticsearch")
-        if raw is None:
-            return None
-        doc: dict[str, Any] = {}
-        privileges = obj(raw.get("privileges"), "elasticsearch.privileges")
-        if privileges is not None:
-            doc["privileges"] = {}
-            put(
-                doc["privileges"],
-                "cluster",
-                texts(privileges.get("cluster"), "elasticsearch.privileges.cluster"),
-            )
-        return doc
-
-    def _policy_template(
-        self, raw: dict[str, Any], where: str, url: str, name: str, version: str, manifest: dict[str, Any]
-    ) -> dict[str, Any]:
-        template_name = required(raw.get("name"), f"{where}.name")
-        doc: dict[str, Any] = {
-            "name": template_name,
-            "title": required(raw.get("title"), f"{where}.title"),
-            "description": required(raw.get("description"), f"{where}.description"),
-        }
-        put(doc, "data_streams", texts(raw.get("data_streams"), f"{where}.data_streams"))
-        inputs = [
-            self._input(i, f"{where}.inputs.{n}", doc)
-            for n, i in enumerate(objects(raw.get("inputs"), f"{where}.inputs"))
-        ]
-        put(doc, "inputs", inputs)
-        multiple = flag(raw.get("multiple"), f"{where}.multiple")
-        doc["multiple"] = True if multiple is None else multiple
-        put(doc, "icons", images_doc(raw.get("icons"), f"{where}.icons", url))
-        if raw.get("categories") is not None:
-            doc["categories"] = texts(raw.get("categories"), f"{where}.categories")
-            if not doc["categories"]:
-                del doc["categories"]
-        put(doc, "screenshots", images_doc(raw.get("screenshots"), f"{where}.screenshots", url))
-        readme = f"docs/{template_name}.md"
-        if self.listing.is_dir(readme):
-            raise ManifestError(f"{template_name}.md is a directory")
-        if self.listing.is_file(readme):
-            doc["readme"] = go_path_join(url, readme)
-        modes = deployment_modes_doc(raw.get("deployment_modes"), f"{where}.deployment_modes")
-        agentless_release = ((modes or {}).get("agentless") or {}).get("release", "")
-        if agentless_release and agentless_release not in AGENTLESS_RELEASES:
-            raise ManifestError(
-                f"policy template {go_quote(template_name)}: "
-                f"invalid agentless release: {go_quote(agentless_release)}"
-            )
-        put(doc, "deployment_modes", modes, OMIT_NULL)
-        put(doc, "type", text(raw.get("type"), f"{where}.type"))
-        input_type = text(raw.get("input"), f"{where}.input")
-        put(doc, "input", input_type)
-        method = text(raw.get("ingestion_method"), f"{where}.ingestion_method")
-        pkg_type = text(manifest.get("type"), "type") or "integration"
-        if pkg_type == "input" and input_type:
-            method = ingestion_method(input_type)
-        put(doc, "ingestion_method", method)
-        put(doc, "template_path", text(raw.get("template_path"), f"{where}.template_path"))
-        put(doc, "deprecated", deprecated_doc(raw.get("deprecated"), f"{where}.deprecated"), OMIT_NULL)
-        return doc
-
-    def _input(self, raw: dict[str, Any], where: str, template: dict[str, Any]) -> dict[str, Any]:
-        doc: dict[str, Any] = {}
-        put(doc, "type", text(raw.get("type"), f"{where}.type"))
-        put(doc, "package", text(raw.get("package"), f"{where}.package"))
-        put(doc, "vars", variables_doc(raw.get("vars"), f"{where}.vars"))
-        put(doc, "title", text(raw.get("title"), f"{where}.title"))
-        put(doc, "description", text(raw.get("description"), f"{where}.description"))
-        streams = [
-            stream_doc(s, f"{where}.streams.{i}")
-            for i, s in enumerate(objects(raw.get("streams"), f"{where}.streams"))
-        ]
-        put(doc, "streams", streams)
-        put(doc, "template_path", text(raw.get("template_path"), f"{where}.template_path"))
-        put(doc, "input_group", text(raw.get("input_group"), f"{where}.input_group"))
-        put(doc, "deployment_modes", texts(raw.get("deployment_modes"), f"{where}.deployment_modes"))
-        put(doc, "deprecated", deprecated_doc(raw.get("deprecated"), f"{where}.deprecated"), OMIT_NULL)
-        if self.options.validate and bool(doc.get("type")) == bool(doc.get("package")):
-            but = ", but not both" if doc.get("type") else ""
-            raise ManifestError(
-                f"input {doc.get('title', '')} in policy template {template['name']} "
-                f"must have a type or package{but}"
-            )
-        return doc
 
     # --- assets -------------------------------------------------------------------------------
 
@@ -549,15 +417,6 @@ def _default_release(version: semver.Version) -> str:
     if version.prerelease or version.major == 0:
         return "beta"
     return "ga"
-
-
-def _template_summary(template: dict[str, Any]) -> dict[str, Any]:
-    """The projection of a policy template that /search shows."""
-    doc = {key: template[key] for key in ("name", "title", "description")}
-    for key in ("icons", "categories", "deployment_modes", "data_streams", "deprecated"):
-        if key in template:
-            doc[key] = template[key]
-    return doc
 
 
 def encode_members(members: dict[str, Any]) -> bytes:

@@ -31,7 +31,6 @@ if TYPE_CHECKING:  # aiohttp and the agent are imported only when APM is on
     import elasticapm
     from aiohttp import web
 
-    from eprd.http.routes import Route
 
 log = logging.getLogger("eprd.apm")
 
@@ -71,11 +70,10 @@ class Apm:
 
         ElasticAPM(app, client=self.client)
 
-    def observe(self, request: web.BaseRequest, route: Route | None) -> dict[str, Any]:
-        """Name the request's transaction after its route; its ids for the access log line."""
+    def observe(self, request: web.BaseRequest, template: str | None) -> dict[str, Any]:
+        """Name the request's transaction after its route template; its ids for the access log line."""
         apm = self._elasticapm
-        template = route.template if route is not None else "unknown route"
-        apm.set_transaction_name(f"{request.method} {template}")
+        apm.set_transaction_name(f"{request.method} {template or 'unknown route'}")
         trace_id = apm.get_trace_id()
         if trace_id is None:
             return {}
@@ -92,10 +90,10 @@ class Apm:
 class TracedCollection:
     """A ``loader.Collection`` whose loads and snapshot builds are APM transactions and spans.
 
-    Start-up calls ``load_all()`` then ``snapshot()``, the watcher ``refresh()`` or
-    ``apply()`` then (when something changed) ``snapshot()``, each in a worker thread; a
-    load begins the transaction and the snapshot build ends it. Everything else is the
-    collection's own.
+    Start-up calls ``load_all()`` then builds the first snapshot, the watcher ``refresh()``
+    or ``apply()`` then (when something changed) builds the next, each in a worker thread;
+    a load begins the transaction and the snapshot build (:meth:`build`) ends it.
+    Everything else is the collection's own.
     """
 
     def __init__(self, collection: Any, apm: Apm) -> None:
@@ -141,7 +139,8 @@ class TracedCollection:
             client.end_transaction(name, "no changes")
         return changes
 
-    def snapshot(self, *args: Any, **kwargs: Any) -> Any:
+    def build(self, build: Callable[[], Any]) -> Any:
+        """Run a snapshot build (``eprd.indexers.combined``) as the end of the load's transaction."""
         apm = self._apm._elasticapm
         client = self._apm.client
         opened, self._open = self._open, None
@@ -154,7 +153,7 @@ class TracedCollection:
             execution_context.set_transaction(transaction)  # this worker thread continues the load's
         try:
             with apm.capture_span("build snapshot", span_type="app", span_subtype="snapshot"):
-                snapshot = self._collection.snapshot(*args, **kwargs)
+                snapshot = build()
         except BaseException:
             if transaction is not None:
                 client.end_transaction(name, "failure")

@@ -38,15 +38,23 @@ import tracemalloc
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
 
 from eprd import API_VERSION, __version__
 
-if TYPE_CHECKING:
-    from eprd.http.server import Registry
+
+class Registry(Protocol):
+    """What the snapshot report reads of the registry (eprd.http.registry.Registry)."""
+
+    snapshot: Any
+    watcher: Any
+    shutting_down: bool
+
+    def is_ready(self) -> bool: ...
+
 
 PREFIX = "/debug/pprof/"
 MAX_SECONDS = 3600.0
@@ -162,7 +170,9 @@ def dump_tasks_and_threads(loop: asyncio.AbstractEventLoop | None = None) -> str
 # --- CPU profile ----------------------------------------------------------------------------
 
 
-_SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the folder holding eprd/
+_SOURCE_ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)  # the folder holding eprd/
 
 
 @functools.lru_cache(maxsize=8192)

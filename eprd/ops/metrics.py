@@ -18,7 +18,7 @@ import socket
 from bisect import bisect_left
 from collections.abc import Iterator
 from itertools import accumulate
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import prometheus_client
 from aiohttp import web
@@ -33,9 +33,18 @@ from prometheus_client.utils import INF, floatToGoString
 
 from eprd import __version__
 
-if TYPE_CHECKING:
-    from eprd.http.server import Registry
-    from eprd.indexers.local.collection import Changes
+
+class _Serving(Protocol):
+    """What the gauges follow: the registry (eprd.http.registry), whose snapshot changes."""
+
+    snapshot: Any
+
+
+class _Changes(Protocol):
+    """What a rebuild reports (eprd.indexers.base.Changes)."""
+
+    rejected: list[str]
+
 
 # The reference's size buckets (metrics/metrics.go): 16 B to 1 KiB, 64 KiB, 256 KiB.
 SIZE_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 64 * 1024, 256 * 1024)
@@ -202,11 +211,8 @@ class Metrics:
             namespace="epr",
             registry=r,
         )
-        self.storage = {
-            (c, location): self.storage_requests.labels(location, c)
-            for c in STORAGE_COMPONENTS
-            for location in ("local", "remote")
-        }
+        # "remote" series appear once a storage package's resource is served.
+        self.storage = {(c, "local"): self.storage_requests.labels("local", c) for c in STORAGE_COMPONENTS}
         self.indexer_get = Histogram(
             "indexer_get_duration_seconds",
             "A histogram of latencies for get processes run by the indexer",
@@ -278,7 +284,7 @@ class Metrics:
 
     # --- wiring -------------------------------------------------------------------------------
 
-    def bind(self, registry: Registry) -> None:
+    def bind(self, registry: _Serving) -> None:
         """Follow ``registry``: snapshot gauges read its current snapshot at every scrape."""
         snapshot = registry.snapshot
         self.indexed_packages.set(len(snapshot))  # at start-up only, as the reference
@@ -288,8 +294,8 @@ class Metrics:
         self.generation.set_function(lambda: registry.snapshot.generation)
         self.built_at.set_function(lambda: registry.snapshot.built_at)
 
-    def on_rebuild(self, changes: Changes, seconds: float) -> None:
-        """A ``Watcher.on_rebuild`` callback."""
+    def on_rebuild(self, changes: _Changes, seconds: float) -> None:
+        """A ``Combined.on_rebuild`` callback: a snapshot was rebuilt after ``changes``."""
         self.rebuilds.inc()
         self.rebuild_duration.observe(seconds)
         if changes.rejected:
@@ -299,7 +305,10 @@ class Metrics:
         self.indexer_get.labels(indexer).observe(seconds)
 
     def storage_request(self, component: str, location: str = "local") -> None:
-        self.storage[(component, location)].inc()
+        counter = self.storage.get((component, location))
+        if counter is None:
+            counter = self.storage[(component, location)] = self.storage_requests.labels(location, component)
+        counter.inc()
 
     def storage_update(self, success: bool, seconds: float) -> None:
         """A ``StorageIndexer.on_update`` callback: one poll that loaded an index, or failed."""

@@ -3,8 +3,8 @@
 A :class:`Collection` knows every package candidate under ``package_paths``
 and the last good :class:`Package` of each. It is loaded once at start-up and
 then updated by the watcher with :meth:`Collection.apply`, which re-reads only
-the candidates a batch of file changes touched. Snapshots are built from it by
-the pure :func:`eprd.snapshot.build_snapshot`.
+the candidates a batch of file changes touched. The local indexers
+(:mod:`eprd.indexers.local.indexer`) serve what it holds.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import pickle
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import TypeVar
 
-from eprd.catalog.snapshot import Snapshot, build_snapshot
+from eprd.indexers.base import Changes
 from eprd.indexers.local import indexcache
 from eprd.indexers.local.scan import Candidate, candidate_at, scan, scan_within
 from eprd.model.files import Entry, FileInfo
@@ -32,19 +32,6 @@ from eprd.model.versions import is_strict
 log = logging.getLogger("eprd.loader")
 
 T = TypeVar("T")
-
-
-@dataclass(slots=True)
-class Changes:
-    """What one :meth:`Collection.apply` did, by candidate location."""
-
-    added: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    rejected: list[str] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.added or self.changed or self.removed or self.rejected)
 
 
 # Below this many versions, starting worker processes costs more than it saves.
@@ -188,9 +175,6 @@ class Collection:
         self.cached: dict[str, indexcache.Cached | indexcache.Pending] = {}
         self.reused = 0  # versions taken from the index cache by the last load_all
         self.cache_outdated = False  # whether the cache file differs from what is loaded
-        # Storage indexers whose packages come first in every snapshot (until the Indexer seam
-        # builds snapshots from all indexers): objects with name, packages() and rejected().
-        self.remote: list[Any] = []
 
     @_gc_paused()
     def load_all(self) -> Changes:
@@ -271,18 +255,18 @@ class Collection:
         else:
             self.cache_outdated = False
 
-    @_gc_paused()
-    def snapshot(self, generation: int = 1, previous: Snapshot | None = None) -> Snapshot:
-        """A snapshot of the last good packages, zips before folders, each in discovery order."""
+    def packages_of(self, kind: str) -> list[Package]:
+        """The last good packages of one kind of candidate (``zip`` or ``dir``), in discovery order."""
         ordered = sorted(self.candidates.values(), key=lambda c: c.order)
-        return build_snapshot(
-            (self.packages[c.location] for c in ordered if c.kind == "zip" and c.location in self.packages),
-            (self.packages[c.location] for c in ordered if c.kind == "dir" and c.location in self.packages),
-            rejected=[*(e for r in self.remote for e in r.rejected()), *self.rejected.values()],
-            generation=generation,
-            previous=previous,
-            remote=[(r.name, r.packages()) for r in self.remote],
-        )
+        return [self.packages[c.location] for c in ordered if c.kind == kind and c.location in self.packages]
+
+    def rejected_of(self, kind: str) -> list[PackageError]:
+        """Why candidates of one kind are not served (or serve their last good content)."""
+        return [
+            err
+            for location, err in self.rejected.items()
+            if (c := self.candidates.get(location)) is not None and c.kind == kind
+        ]
 
     def apply(self, changed_paths: Iterable[str]) -> Changes:
         """Re-read what a batch of changed file paths touched; returns what happened."""
@@ -389,20 +373,3 @@ class Loading:
 
 def _under(location: str, folder: str) -> bool:
     return location.startswith(folder.rstrip(os.sep) + os.sep)
-
-
-def load_snapshot(package_paths: Iterable[str], options: LoadOptions, workers: int = 1) -> Snapshot:
-    """Scan ``package_paths`` and load everything into a first snapshot (no index cache)."""
-    started = time.monotonic()
-    collection = Collection(list(package_paths), options, workers=workers)
-    collection.load_all()
-    snapshot = collection.snapshot()
-    log.info(
-        "packages loaded",
-        extra={
-            "packages.served": len(snapshot),
-            "packages.rejected": len(collection.rejected),
-            "event.duration": int((time.monotonic() - started) * 1e9),
-        },
-    )
-    return snapshot

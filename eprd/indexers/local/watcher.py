@@ -1,10 +1,10 @@
-"""Live reload: watch the package paths and swap in a new snapshot when packages change.
+"""Live reload: watch the package paths and report what changed in them.
 
-One background task owns the :class:`~eprd.loader.Collection`. For each batch
-of file changes watchfiles reports, it re-reads only the touched package
-versions (in a worker thread, so requests keep being served), builds the next
-snapshot from the previous one and replaces ``registry.snapshot`` in a single
-assignment. Requests in flight keep the snapshot they started with.
+One background task owns the :class:`~eprd.indexers.local.collection.Collection`.
+For each batch of file changes watchfiles reports, it re-reads only the touched
+package versions (in a worker thread, so requests keep being served) and reports
+the changes (:data:`~eprd.indexers.base.Changed`), after which the next snapshot
+is built and swapped in. Requests in flight keep the snapshot they started with.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from eprd.catalog.snapshot import Snapshot
+from eprd.indexers.base import Changed, Changes
 from eprd.indexers.local import watchproc
-from eprd.indexers.local.collection import Changes, Collection
+from eprd.indexers.local.collection import Collection
 
 log = logging.getLogger("eprd.watcher")
 
@@ -74,21 +74,17 @@ class WatchStats:
 
 
 class Watcher:
-    """Keeps ``get()`` up to date with the package paths of ``collection``."""
+    """Keeps ``collection`` up to date with its package paths."""
 
     def __init__(
         self,
         collection: Collection,
-        get: Callable[[], Snapshot],
-        swap: Callable[[Snapshot], None],
         *,
         poll: bool = False,
         step_ms: int = STEP_MS,
         debounce_ms: int = DEBOUNCE_MS,
     ) -> None:
         self.collection = collection
-        self._get = get
-        self._swap = swap
         self.poll = poll
         self.step_ms = step_ms
         self.debounce_ms = debounce_ms
@@ -96,10 +92,14 @@ class Watcher:
         self.ready = asyncio.Event()  # set once every folder is watched and missed changes are applied
         self._process: BaseProcess | None = None
         self._stopped = False  # stop() may come before run() has started (SIGTERM at start-up)
-        self.on_rebuild: list[Callable[[Changes, float], None]] = []
+        self._changed: Changed | None = None
 
-    async def run(self) -> None:
-        """Watch until :meth:`stop`; a watcher that cannot start leaves the registry serving."""
+    async def run(self, changed: Changed) -> None:
+        """Watch until :meth:`stop`, awaiting ``changed`` after each update that changed something.
+
+        A watcher that cannot start leaves the registry serving.
+        """
+        self._changed = changed
         if self._stopped:
             return
         paths = [p for p in self.collection.paths if os.path.isdir(p)]
@@ -180,26 +180,9 @@ class Watcher:
     async def _rebuild(self, update: Callable[..., Changes], *args: Any) -> None:
         started = time.monotonic()
         changes = await asyncio.to_thread(update, *args)
-        if not changes:
+        if not changes or self._changed is None:
             return
-        previous = self._get()
-        snapshot = await asyncio.to_thread(self.collection.snapshot, previous.generation + 1, previous)
-        self._swap(snapshot)
-        duration = time.monotonic() - started
+        await self._changed(changes, started)
         self.stats.rebuilds += 1
         self.stats.rejected_total += len(changes.rejected)
-        self.stats.last_duration = duration
-        log.info(
-            "snapshot swapped",
-            extra={
-                "snapshot.generation": snapshot.generation,
-                "packages.added": len(changes.added),
-                "packages.changed": len(changes.changed),
-                "packages.removed": len(changes.removed),
-                "packages.rejected": len(changes.rejected),
-                "packages.served": len(snapshot),
-                "event.duration": int(duration * 1e9),
-            },
-        )
-        for callback in self.on_rebuild:
-            callback(changes, duration)
+        self.stats.last_duration = time.monotonic() - started

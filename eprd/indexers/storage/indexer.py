@@ -16,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from urllib.parse import quote
 
+from eprd.indexers.base import ZIP, Changed, Changes, Indexer, NotFound, Piped, Resource
 from eprd.indexers.storage import layout
 from eprd.indexers.storage.layout import StorageIndexError
 from eprd.indexers.storage.objectstore import ObjectNotFound, ObjectStore, StorageError, open_store
@@ -30,17 +30,11 @@ log = logging.getLogger("eprd.storage")
 UpdateObserver = Callable[[bool, float], None]
 
 
-@dataclass(frozen=True, slots=True)
-class Piped:
-    """A resource the HTTP layer fetches from ``url`` and streams through (the Indexer seam's Piped)."""
-
-    url: str
-
-
-class StorageIndexer:
+class StorageIndexer(Indexer):
     """Packages of one storage bucket (``-storage-indexer-bucket-internal``)."""
 
     name = "StorageIndexer"
+    task = "storage-indexer"
 
     def __init__(
         self,
@@ -67,14 +61,18 @@ class StorageIndexer:
 
     @property
     def loaded(self) -> bool:
-        """Whether a first index was loaded (readiness)."""
+        """Whether a first index was loaded."""
         return self.cursor is not None
 
-    def packages(self) -> list[Package]:
+    def is_ready(self) -> bool:
+        """Not ready until a first index is loaded (``/health?ready=true``)."""
+        return self.loaded
+
+    def packages(self) -> Sequence[Package]:
         """The packages of the served cursor, in index order."""
         return list(self._packages.values())
 
-    def rejected(self) -> list[PackageError]:
+    def rejected(self) -> Sequence[PackageError]:
         """Index entries of the served cursor that could not be used."""
         return list(self._rejected)
 
@@ -83,15 +81,16 @@ class StorageIndexer:
     def _url(self, key: str) -> str:
         return self.endpoint + quote(key, safe="/$&+,:;=@")
 
-    async def static(self, package: Package, path: str) -> Piped:
+    async def static(self, package: Package, path: str) -> Resource:
+        """Fetched from the bucket whether or not it exists there: its status is passed through."""
         return Piped(self._url(layout.static_key(package.name, package.version, path)))
 
-    async def artifact(self, package: Package, fmt: str = "zip") -> Piped | None:
-        if fmt != "zip":
-            return None  # the bucket holds zips only
+    async def artifact(self, package: Package, fmt: str = ZIP) -> Resource:
+        if fmt != ZIP:
+            return NotFound("artifact not found")  # the bucket holds zips only
         return Piped(self._url(layout.artifact_key(package.name, package.version)))
 
-    async def signature(self, package: Package) -> Piped:
+    async def signature(self, package: Package) -> Resource:
         return Piped(self._url(layout.artifact_key(package.name, package.version, signature=True)))
 
     # --- polling ------------------------------------------------------------------------------
@@ -211,33 +210,47 @@ class StorageIndexer:
         self.cursor = cursor
         log.info("storage index loaded", extra={"cursor.current": cursor, "packages.served": len(packages)})
 
-    async def run(self, changed: Callable[[], Awaitable[None] | None]) -> None:
-        """Poll every ``interval`` seconds until stopped; ``changed()`` after each change.
+    async def run(self, changed: Changed) -> None:
+        """Poll every ``interval`` seconds until stopped, awaiting ``changed`` after each new cursor.
 
-        Before the first index is loaded it retries at the same interval (start-up keeps
-        serving, not ready); with interval 0 it loads once, or retries every minute while
-        nothing could be loaded.
+        Before the first index is loaded it retries at that interval (serving, not ready);
+        with interval 0 the index is loaded once (retried every minute until it is).
         """
         while not self._stopped.is_set():
-            wait = self.interval if self.interval > 0 else (0 if not self.loaded else None)
-            if wait is None:
+            if self.interval > 0:
+                wait = self.interval
+            elif not self.loaded:
+                wait = 60.0
+            else:
                 await self._stopped.wait()
                 return
-            if wait == 0:
-                wait = 60.0
             try:
                 await asyncio.wait_for(self._stopped.wait(), wait)
                 return
             except TimeoutError:
                 pass
+            started = time.monotonic()
+            before = self._packages
             if await self.poll():
-                result = changed()
-                if asyncio.iscoroutine(result):
-                    await result
+                await changed(_changes(before, self._packages), started)
 
     def stop(self) -> None:
         self._stopped.set()
 
     async def close(self) -> None:
+        """Stop polling (``run`` returns) and close the bucket's connections."""
         self.stop()
         await self.store.close()
+
+
+def _changes(before: dict[tuple[str, str], Package], after: dict[tuple[str, str], Package]) -> Changes:
+    """What a new cursor changed, by ``name-version``."""
+    changes = Changes()
+    for key, package in after.items():
+        old = before.get(key)
+        if old is None:
+            changes.added.append(f"{key[0]}-{key[1]}")
+        elif old is not package:
+            changes.changed.append(f"{key[0]}-{key[1]}")
+    changes.removed.extend(f"{n}-{v}" for n, v in before.keys() - after.keys())
+    return changes
