@@ -23,7 +23,8 @@ async def publish_paths(bucket: Bucket, paths: Sequence[Path], cursor: str = "")
     snapshot = await asyncio.to_thread(load_snapshot, [str(p) for p in paths], LoadOptions())
     assert not snapshot.rejected, snapshot.rejected
     packages = [item.package for item in snapshot.packages.values()]
-    return await publish(packages, bucket.url, bucket.url, 8, cursor)
+    # S3 (moto) objects need an ACL to be read anonymously; GCS emulator objects are public.
+    return await publish(packages, bucket.url, bucket.url, 8, cursor, bucket.url.startswith("s3:"))
 
 
 def start_storage_eprd(
@@ -66,12 +67,19 @@ def start_storage_eprd(
 
 
 def start_local_eprd(
-    eprd_process: Callable[..., EprdProcess], tmp_path: Path, paths: Sequence[Path], *extra: str
+    eprd_process: Callable[..., EprdProcess],
+    tmp_path: Path,
+    paths: Sequence[Path],
+    *extra: str,
+    name: str = "local",
 ) -> EprdProcess:
-    folder = tmp_path / "eprd-local"
+    folder = tmp_path / f"eprd-{name}"
     folder.mkdir(exist_ok=True)
     config = write_config(folder / "config.yml", list(paths))
-    process = eprd_process(["-config", str(config), "-require-package-signatures=false", "-log-level", "warn", *extra], cwd=folder)
+    process = eprd_process(
+        ["-config", str(config), "-require-package-signatures=false", "-log-level", "warn", *extra],
+        cwd=folder,
+    )
     process.wait_healthy()
     return process
 

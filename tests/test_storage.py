@@ -55,6 +55,10 @@ async def test_bucket_answers_equal_folders(
     for path in urls:
         want = answer(local.base, path)
         got = answer(remote.base, path)
+        if bucket.url.startswith("gs:") and "/package/" in path and not path.endswith("/"):
+            # The GCS emulator drops content-type parameters (GCS keeps them): compare media types.
+            for headers in (want[1], got[1]):
+                headers["Content-Type"] = (headers["Content-Type"] or "").split(";")[0]
         if path.endswith("/missing.txt"):
             # Storage's own 404 is passed through (the reference's behaviour): status and cache only.
             assert got[0] == want[0] == 404, path
@@ -80,11 +84,15 @@ async def test_artifacts_and_statics_are_piped_with_range(
     status, headers, whole = get(remote.base + "/epr/acme_logs/acme_logs-1.10.0.zip")
     assert status == 200 and headers["Content-Type"] == "application/zip"
     assert whole[:2] == b"PK" and int(headers["Content-Length"]) == len(whole)
-    assert "Last-Modified" in headers and "Date" in headers
+    assert "Date" in headers
+    if not bucket.url.startswith("gs:"):  # the GCS emulator sends no Last-Modified
+        assert "Last-Modified" in headers
     status, headers, part = get(remote.base + "/epr/acme_logs/acme_logs-1.10.0.zip", {"Range": "bytes=10-99"})
     assert status == 206 and part == whole[10:100]
     assert headers["Content-Range"] == f"bytes 10-99/{len(whole)}"
-    status, headers, readme = get(remote.base + "/package/acme_logs/1.10.0/docs/README.md", {"Range": "bytes=2-"})
+    status, headers, readme = get(
+        remote.base + "/package/acme_logs/1.10.0/docs/README.md", {"Range": "bytes=2-"}
+    )
     full = (TESTDATA / "packages/acme_logs/1.10.0/docs/README.md").read_bytes()
     assert status == 206 and readme == full[2:]
     # Any indexed version's files are fetched whether or not they exist: storage's 404 passes.
@@ -107,7 +115,9 @@ async def test_storage_wins_over_local_packages(
     zip_doc = json.loads(get(both.base + "/package/dual_source/1.0.0/")[2])
     folder_doc = json.loads(get(local_only.base + "/package/dual_source/1.0.0/")[2])
     assert zip_doc != folder_doc
-    storage_alone = json.loads(get(local_only.base.replace(local_only.base, both.base) + "/package/dual_source/1.0.0/")[2])
+    storage_alone = json.loads(
+        get(local_only.base.replace(local_only.base, both.base) + "/package/dual_source/1.0.0/")[2]
+    )
     assert storage_alone == zip_doc
     # Local-only packages are still served next to the storage ones.
     assert get(both.base + "/package/acme_logs/1.10.0/")[0] == 200

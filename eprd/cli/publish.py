@@ -54,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-public-to", "--public-to", default="", help="public bucket for artifacts (default -to)"
     )
+    parser.add_argument(
+        "-public-read",
+        "--public-read",
+        action="store_true",
+        help="give artifacts a public-read ACL (when no bucket policy makes them public)",
+    )
     parser.add_argument("-parallel", "--parallel", type=int, default=16, help="concurrent uploads")
     parser.add_argument(
         "-package-paths-workers", "--package-paths-workers", type=int, default=os.cpu_count() or 1
@@ -100,7 +106,9 @@ def main(argv: Sequence[str]) -> int:
     packages = [item.package for item in snapshot.packages.values()]
     try:
         report = asyncio.run(
-            publish(packages, args.to, args.public_to or args.to, args.parallel, args.cursor)
+            publish(
+                packages, args.to, args.public_to or args.to, args.parallel, args.cursor, args.public_read
+            )
         )
     except StorageError as err:
         print(f"eprd publish: {err}", file=sys.stderr)
@@ -227,11 +235,16 @@ def _next_cursor(previous: str | None, wanted: str) -> str:
 
 
 async def publish(
-    packages: list[Package], to: str, public_to: str, parallel: int = 16, cursor: str = ""
+    packages: list[Package],
+    to: str,
+    public_to: str,
+    parallel: int = 16,
+    cursor: str = "",
+    public_read: bool = False,
 ) -> Report:
     """Upload ``packages`` and index them under a new cursor of ``to``; see the module docstring."""
     internal = open_store(to)
-    public = internal if public_to == to else open_store(public_to)
+    public = open_store(public_to, public_read)
     report = Report(versions=len(packages))
     try:
         limit = asyncio.Semaphore(max(1, parallel))
@@ -277,5 +290,4 @@ async def publish(
         return report
     finally:
         await internal.close()
-        if public is not internal:
-            await public.close()
+        await public.close()

@@ -3,7 +3,8 @@
 As the reference's storage resolver does, the upstream status is passed through and only
 ``Content-Length``, ``Content-Type``, ``Last-Modified`` and ``Date`` are copied, with the
 registry's public Cache-Control added. Unlike it, ``Range`` (and ``If-Range``) are
-forwarded so that interrupted downloads resume. Bodies are streamed chunk by chunk
+forwarded so that interrupted downloads resume, which makes ``Content-Range`` and
+``Accept-Ranges`` part of the answer too. Bodies are streamed chunk by chunk
 through one pooled client: a zip is never held whole in memory.
 
 A ``file://`` endpoint (a local folder in the bucket layout) is served from disk.
@@ -27,7 +28,8 @@ from eprd.model.mediatypes import content_type_by_name, sniff
 
 log = logging.getLogger("eprd.storage")
 
-COPIED = ("Content-Length", "Content-Type", "Last-Modified", "Date")
+# The reference's four, and the two a forwarded Range needs for the client to resume.
+COPIED = ("Content-Length", "Content-Type", "Last-Modified", "Date", "Content-Range", "Accept-Ranges")
 FORWARDED = ("Range", "If-Range")
 CHUNK = 64 * 1024
 CORS = ("Access-Control-Allow-Origin", "*")

@@ -76,14 +76,18 @@ def split_url(url: str) -> tuple[str, str, str]:
     return scheme, parts.netloc, parts.path.strip("/")
 
 
-def open_store(url: str) -> ObjectStore:
-    """The object store a ``gs://``, ``s3://`` or ``file://`` URL names."""
+def open_store(url: str, public_read: bool = False) -> ObjectStore:
+    """The object store a ``gs://``, ``s3://`` or ``file://`` URL names.
+
+    ``public_read`` gives every object written a public-read ACL (S3 ``public-read``, GCS
+    ``publicRead``), for buckets whose policy does not already make them readable.
+    """
     scheme, bucket, prefix = split_url(url)
     if scheme == "file":
         return FileStore(url, prefix)
     if scheme == "gs":
-        return GcsStore(url, bucket, prefix)
-    return S3Store(url, bucket, prefix)
+        return GcsStore(url, bucket, prefix, public_read)
+    return S3Store(url, bucket, prefix, public_read)
 
 
 def _join(prefix: str, key: str) -> str:
@@ -162,10 +166,11 @@ class FileStore:
 class GcsStore:
     """A Google Cloud Storage bucket through gcloud-aio-storage."""
 
-    def __init__(self, url: str, bucket: str, prefix: str) -> None:
+    def __init__(self, url: str, bucket: str, prefix: str, public_read: bool = False) -> None:
         self.url = url
         self.bucket = bucket
         self.prefix = prefix
+        self.public_read = public_read
         self._client: Any = None
         self._session: Any = None
 
@@ -200,7 +205,12 @@ class GcsStore:
         metadata = {"cacheControl": cache_control or "public, max-age=3600"}
         try:
             await self._storage().upload(
-                self.bucket, _join(self.prefix, key), data, content_type=content_type, metadata=metadata
+                self.bucket,
+                _join(self.prefix, key),
+                data,
+                content_type=content_type,
+                metadata=metadata,
+                parameters={"predefinedAcl": "publicRead"} if self.public_read else None,
             )
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
             raise StorageError(f"cannot upload gs://{self.bucket}/{_join(self.prefix, key)}: {err}") from None
@@ -250,10 +260,11 @@ class GcsStore:
 class S3Store:
     """An S3 (or S3-compatible) bucket through aiobotocore."""
 
-    def __init__(self, url: str, bucket: str, prefix: str) -> None:
+    def __init__(self, url: str, bucket: str, prefix: str, public_read: bool = False) -> None:
         self.url = url
         self.bucket = bucket
         self.prefix = prefix
+        self.public_read = public_read
         self._stack: contextlib.AsyncExitStack | None = None
         self._client: Any = None
         self._lock = asyncio.Lock()
@@ -300,6 +311,7 @@ class S3Store:
                 Body=data,
                 ContentType=content_type,
                 CacheControl=cache_control or "public, max-age=3600",
+                **({"ACL": "public-read"} if self.public_read else {}),
             )
         except (ClientError, BotoCoreError, OSError, TimeoutError) as err:
             raise self._error(key, err) from None
