@@ -144,8 +144,8 @@ class Bucket:
     env: dict[str, str]
 
 
-@pytest.fixture(params=["file", "gs", "s3"])
-def bucket(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Bucket:
+@pytest.fixture(name="bucket", params=["file", "gs", "s3"])
+def bucket_fixture(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Bucket:
     """One empty bucket of each kind; the client environment is also set in this process."""
     if request.param == "file":
         folder = tmp_path / "bucket"

@@ -23,7 +23,7 @@ from tests.storage_helpers import (
     start_local_eprd,
     start_storage_eprd,
 )
-from tests.storage_servers import Bucket, bucket, gcs_server, s3_server  # noqa: F401 (fixtures)
+from tests.storage_servers import Bucket, bucket_fixture, gcs_server, s3_server  # noqa: F401 (fixtures)
 
 PATHS = [TESTDATA / "packages", TESTDATA / "zips"]
 
