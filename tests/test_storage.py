@@ -10,6 +10,7 @@ import difflib
 import json
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -51,10 +52,11 @@ async def test_bucket_answers_equal_folders(
     remote = start_storage_eprd(eprd_process, tmp_path, bucket)
     urls = endpoint_urls(local.base)
     assert len(urls) > 100
+    with ThreadPoolExecutor(8) as pool:
+        wants = list(pool.map(lambda p: answer(local.base, p), urls))
+        gots = list(pool.map(lambda p: answer(remote.base, p), urls))
     compared = 0
-    for path in urls:
-        want = answer(local.base, path)
-        got = answer(remote.base, path)
+    for path, want, got in zip(urls, wants, gots, strict=True):
         if bucket.url.startswith("gs:") and "/package/" in path and not path.endswith("/"):
             # The GCS emulator drops content-type parameters (GCS keeps them): compare media types.
             for headers in (want[1], got[1]):
@@ -79,7 +81,9 @@ def _diff(want: bytes, got: bytes) -> str:
 async def test_artifacts_and_statics_are_piped_with_range(
     bucket: Bucket, tmp_path: Path, eprd_process: Callable[..., EprdProcess]
 ) -> None:
-    await publish_paths(bucket, PATHS)
+    source = tmp_path / "src"
+    shutil.copytree(TESTDATA / "packages" / "acme_logs", source / "acme_logs")
+    await publish_paths(bucket, [source])
     remote = start_storage_eprd(eprd_process, tmp_path, bucket)
     status, headers, whole = get(remote.base + "/epr/acme_logs/acme_logs-1.10.0.zip")
     assert status == 200 and headers["Content-Type"] == "application/zip"
