@@ -13,7 +13,7 @@ signature live in the storage bucket and are fetched from there.
 
 from __future__ import annotations
 
-import zlib
+import functools
 from typing import Any
 
 import semver
@@ -81,14 +81,11 @@ def _build(doc: Any, location: str) -> Package:
         parsed = parse_strict(version)
     except VersionError as err:
         raise PackageError(where, f"invalid package version: {err}") from None
-    doc = _go_numbers(doc)
+    _go_floats(doc)
     release = doc.get("release") or ("beta" if parsed.prerelease or parsed.major == 0 else "ga")
     conditions = doc.get("conditions") or {}
     format_version = doc.get("format_version") or ""
-    spec = None
-    if format_version:
-        spec_version = parse_strict(format_version)
-        spec = sort_key(semver.Version(spec_version.major, spec_version.minor, 0))
+    spec = _spec(format_version) if format_version else None
     templates = _list(doc.get("policy_templates"))
     data_streams = _list(doc.get("data_streams"))
     discovery = doc.get("discovery") or {}
@@ -125,8 +122,10 @@ def _build(doc: Any, location: str) -> Package:
         spec=spec,
         deprecated=deprecated if isinstance(deprecated, dict) else None,
         entry_parts=tuple(encode_members(part) for part in (base, summaries, middle, last)),
-        doc_head=zlib.compress(encode_members(head), 1),
-        doc_tail=zlib.compress(encode_members(tail), 1),
+        # Plain, not deflated as for folders (see eprd.model.package.inflate): loading 10,000
+        # versions at start-up costs half as much, for the memory of the documents.
+        doc_head=encode_members(head),
+        doc_tail=encode_members(tail),
         files=None,
         location=location,
         signature=None,
@@ -147,14 +146,45 @@ def _list(value: Any) -> list[Any]:
     return value
 
 
+@functools.lru_cache(maxsize=4096)
+def _spec(format_version: str) -> tuple[Any, ...]:
+    """The sort key of ``major.minor.0`` (few distinct values across an index: memoised)."""
+    parsed = parse_strict(format_version)
+    return sort_key(semver.Version(parsed.major, parsed.minor, 0))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_constraint(text: str) -> Constraint:
+    # Most versions of a package share their conditions: parse each distinct one once.
+    return Constraint.parse(text)
+
+
 def _constraint(conditions: dict[str, Any], key: str, where: str) -> Constraint | None:
     section = conditions.get(key)
     if section is None:
         return None
     try:
-        return Constraint.parse(section["version"])
+        return _parse_constraint(section["version"])
     except VersionError as err:
         raise PackageError(where, f"invalid {key} versions range {section['version']}: {err}") from None
+
+
+def _go_floats(doc: dict[str, Any]) -> None:
+    """Go's notation for the floats of a document, which only free-form values can hold.
+
+    Those are variable defaults (package, input, stream) and data streams' index templates
+    (§2.1); walking only them keeps loading an index cheap.
+    """
+    _go_numbers(doc.get("vars"))
+    for template in doc.get("policy_templates") or ():
+        for input_ in template.get("inputs") or ():
+            _go_numbers(input_.get("vars"))
+            for stream in input_.get("streams") or ():
+                _go_numbers(stream.get("vars"))
+    for data_stream in doc.get("data_streams") or ():
+        _go_numbers(data_stream.get("elasticsearch"))
+        for stream in data_stream.get("streams") or ():
+            _go_numbers(stream.get("vars"))
 
 
 def _go_numbers(value: Any) -> Any:
