@@ -81,9 +81,9 @@ def start_eprd(out: Path, args: list[str], name: str) -> tuple[subprocess.Popen[
     config = folder / "config.yml"
     if not config.exists():
         config.write_text("package_paths: []\n")
+    command = [sys.executable, "-m", "eprd", "-address", f"127.0.0.1:{port}", "-config", str(config)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "eprd", "-address", f"127.0.0.1:{port}", "-config", str(config)]
-        + ["-log-level", "error", "-cache-dir", str(folder / "cache"), *args],
+        [*command, "-log-level", "error", "-cache-dir", str(folder / "cache"), *args],
         cwd=folder,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
