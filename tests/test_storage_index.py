@@ -222,3 +222,37 @@ async def test_network_errors_keep_the_last_good_index(
         await indexer.close()
     finally:
         server.stop()
+
+
+async def test_storage_endpoint_with_or_without_trailing_slash(folder_bucket: Bucket, tmp_path: Path) -> None:
+    source = Source(tmp_path / "src")
+    source.add("alpha", "1.0.0")
+    await publish_paths(folder_bucket, [source.root])
+    for endpoint in ("http://cdn.example/public", "http://cdn.example/public/"):
+        indexer = StorageIndexer(folder_bucket.url, endpoint)
+        await indexer.poll()
+        (package,) = indexer.packages()
+        static = await indexer.static(package, "docs/README.md")
+        artifact = await indexer.artifact(package, "zip")
+        signature = await indexer.signature(package)
+        assert static.url == "http://cdn.example/public/artifacts/static/alpha-1.0.0/docs/README.md"
+        assert artifact.url == "http://cdn.example/public/artifacts/packages/alpha-1.0.0.zip"
+        assert signature.url == "http://cdn.example/public/artifacts/packages/alpha-1.0.0.zip.sig"
+        assert (await indexer.artifact(package, "tar.gz")).message == "artifact not found"
+
+
+def test_storage_flags_are_checked_at_start_up(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "eprd", *args], capture_output=True, text=True, timeout=60, cwd=tmp_path
+        )
+
+    missing = run("-feature-storage-indexer")
+    assert missing.returncode == 2 and "-storage-indexer-bucket-internal is required" in missing.stderr
+    bad = run("-feature-storage-indexer", "-storage-indexer-bucket-internal", "ftp://x")
+    assert bad.returncode == 2 and "unsupported storage URL" in bad.stderr
+    sql = run("-feature-sql-storage-indexer", "-feature-incremental-updates")
+    assert sql.returncode == 2
