@@ -100,6 +100,12 @@ def wait(check, timeout: float = 120.0) -> float:
     raise RuntimeError("timed out")
 
 
+def ready(base: str, proc: subprocess.Popen[bytes]) -> bool:
+    if proc.poll() is not None:
+        raise RuntimeError(f"eprd exited with {proc.returncode}")
+    return status(base + "/health?ready=true") == 200
+
+
 def storage_args(bucket: str, *extra: str) -> list[str]:
     return [
         "-storage-indexer-bucket-internal",
@@ -143,8 +149,10 @@ def startup(out: Path, bucket: str, flag: str, runs: int = 3) -> dict[str, float
     for run in range(runs):
         proc, base = start_eprd(out, [flag, *storage_args(bucket)], f"start-{flag}-{run}")
         try:
-            times.append(wait(lambda b=base: status(b + "/health?ready=true") == 200))
+            times.append(wait(lambda b=base, p=proc: ready(b, p)))
             rss.append(rss_mib(proc.pid))
+            # Our process, with the whole index (another process could hold a reused port).
+            assert status(base + "/package/acme_logs_1/1.10.0/") == 200
         finally:
             proc.terminate()
             proc.wait()
@@ -171,8 +179,8 @@ def publish_to_replicas(out: Path, bucket: str, replicas: int) -> dict[str, floa
         for i in range(replicas)
     ]
     try:
-        for _, base in procs:
-            wait(lambda b=base: status(b + "/health?ready=true") == 200)
+        for proc, base in procs:
+            wait(lambda b=base, p=proc: ready(b, p))
         store = open_store(bucket)
         doc = orjson.loads(asyncio.run(store.get(layout.index_key("1000000001", layout.INDEX_ALL))))[
             "packages"
@@ -184,6 +192,10 @@ def publish_to_replicas(out: Path, bucket: str, replicas: int) -> dict[str, floa
         name = doc["name"]
 
         async def write() -> None:
+            # As eprd publish does: the full index and the delta, then the cursor.
+            full = await store.get(layout.index_key("1000000001", layout.INDEX_ALL))
+            full = full[: -len(b"]}")] + b',{"package_manifest":' + raw.encode() + b"}]}"
+            await store.put(layout.index_key("1000000002", layout.INDEX_ALL), full, "")
             delta = layout.delta_document([raw.encode()], [], [])
             await store.put(layout.index_key("1000000002", layout.INDEX_DELTA), delta, "")
             await store.put(layout.CURSOR, layout.cursor_document("1000000002"), "")
@@ -237,7 +249,7 @@ def throughput(out: Path, seconds: float) -> dict[str, dict[str, float]]:
     ):
         proc, base = start_eprd(out, args, "local" if name == "folders" else "storage-throughput")
         try:
-            wait(lambda b=base: status(b + "/health?ready=true") == 200)
+            wait(lambda b=base, p=proc: ready(b, p))
             results[name] = {
                 "/search": asyncio.run(load(base, "/search", seconds)),
                 "/search?all=true": asyncio.run(load(base, "/search?all=true", seconds)),
@@ -261,7 +273,7 @@ def main() -> int:
     shutil.rmtree(bucket_folder, ignore_errors=True)
     bucket_folder.mkdir()
     bucket = bucket_folder.as_uri()
-    report: dict[str, object] = {"cpus": os.cpu_count()}
+    report: dict[str, object] = {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()[0]}
     report["index_versions"] = asyncio.run(build_bucket(bucket, opts.versions))
     report["index_bytes"] = os.path.getsize(bucket_folder / layout.index_key("1000000001", layout.INDEX_ALL))
     report["startup"] = {
