@@ -154,7 +154,7 @@ class _Progress:
         if self.tty:
             width = 30
             filled = width * self.done // max(1, self.total)
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} objects")
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} versions")
             if self.done == self.total:
                 sys.stderr.write("\n")
             sys.stderr.flush()
@@ -248,18 +248,21 @@ async def publish(
     report = Report(versions=len(packages))
     try:
         limit = asyncio.Semaphore(max(1, parallel))
-        objects: list[tuple[str, bytes, str]] = []
-        for package in packages:
-            objects.extend(await asyncio.to_thread(_objects, package))
-        progress = _Progress(len(objects))
+        # A few versions' objects in memory at a time, not the whole collection's zips.
+        versions = asyncio.Semaphore(max(2, parallel // 4))
+        progress = _Progress(len(packages))
 
         async def one(key: str, data: bytes, ctype: str) -> None:
             async with limit:
                 await _upload_if_changed(public, key, data, ctype, report)
+
+        async def version(package: Package) -> None:
+            async with versions:
+                objects = await asyncio.to_thread(_objects, package)
+                await asyncio.gather(*(one(*o) for o in objects))
             progress.step()
 
-        await asyncio.gather(*(one(*o) for o in objects))
-        del objects
+        await asyncio.gather(*(version(p) for p in packages))
 
         previous, old = await _current(internal)
         new = {(p.name, p.version): compact_document(p) for p in packages}

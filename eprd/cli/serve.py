@@ -58,6 +58,8 @@ async def _serve_registry(
 ) -> int:
     if not await ops.start_diagnostics():  # -httpprof: before loading, to see the load too
         return 1
+    # The storage index loads while the package paths do.
+    remote = asyncio.create_task(storage.start(options, ops.metrics)) if storage.enabled(options) else None
     if loading is None:
         started = time.monotonic()
         collection = ops.traced(collection)  # APM transactions around loads and snapshot builds
@@ -70,8 +72,8 @@ async def _serve_registry(
         watcher = Watcher(collection, poll=options["package-paths-watcher-poll"])
     archives = ArchiveStore(os.path.join(flags.cache_dir(options), "archives"), options["archive-cache-size"])
     indexers: list[Indexer] = list(local_indexers(collection, archives, watcher))
-    if storage.enabled(options):  # storage packages win over local ones (§1.2)
-        indexers.insert(0, await storage.start(options, ops.metrics))
+    if remote is not None:  # storage packages win over local ones (§1.2)
+        indexers.insert(0, await remote)
     combined = Combined(indexers, ops.build_runner())
     snapshot = await asyncio.to_thread(combined.first)
     log.info(
