@@ -243,6 +243,23 @@ class Metrics:
         self.http = HttpFamilies()
         r.register(self.http)
 
+        # eprd's own: outgoing calls of the shared upstream client (eprd.upstream).
+        self.upstream_requests = Counter(
+            "upstream_requests_total",
+            "Attempts of calls to upstream servers, by component and outcome",
+            ("component", "outcome"),
+            namespace="eprd",
+            registry=r,
+        )
+        self.upstream_duration = Histogram(
+            "upstream_request_duration_seconds",
+            "Duration of attempts of calls to upstream servers",
+            ("component",),
+            namespace="eprd",
+            registry=r,
+            buckets=GO_DEFAULT_BUCKETS,
+        )
+
         # eprd's own: the live snapshot and its rebuilds.
         self.packages_served = Gauge(
             "packages_served", "Package versions the current snapshot serves", namespace="eprd", registry=r
@@ -314,6 +331,17 @@ class Metrics:
         """A ``StorageIndexer.on_update`` callback: one poll that loaded an index, or failed."""
         (self.storage_update_success if success else self.storage_update_error).inc()
         self.storage_update_duration.observe(seconds)
+
+    def upstream_request(self, component: str, outcome: str, seconds: float) -> None:
+        """One attempt of an upstream call (an ``eprd.upstream`` Observer report).
+
+        Artifacts, statics and signatures fetched from an upstream also count as the
+        reference's ``epr_storage_requests_total{location="remote"}``.
+        """
+        self.upstream_requests.labels(component, outcome).inc()
+        self.upstream_duration.labels(component).observe(seconds)
+        if outcome == "ok" and component in STORAGE_COMPONENTS:
+            self.storage_requests.labels("remote", component).inc()
 
     # --- requests -----------------------------------------------------------------------------
 
