@@ -9,8 +9,8 @@ through one pooled client: a zip is never held whole in memory.
 
 A ``file://`` endpoint (a local folder in the bucket layout) is served from disk.
 
-All outgoing HTTP goes through :func:`fetch`, the one place to switch to the shared
-upstream client (``eprd.upstream``) when it lands.
+Requests go through the shared upstream client (:mod:`eprd.upstream.client`): one pool,
+retries until response headers arrive; :func:`use` hands it the process's instance.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from multidict import CIMultiDict
 
 from eprd.http import httpfiles
 from eprd.model.mediatypes import content_type_by_name, sniff
+from eprd.upstream.client import Upstream, UpstreamError
 
 log = logging.getLogger("eprd.storage")
 
@@ -34,31 +35,30 @@ FORWARDED = ("Range", "If-Range")
 CHUNK = 64 * 1024
 CORS = ("Access-Control-Allow-Origin", "*")
 
-_session: aiohttp.ClientSession | None = None
+_upstream: Upstream | None = None
 
 
-def _client() -> aiohttp.ClientSession:
-    global _session
-    if _session is None or _session.closed:
-        _session = aiohttp.ClientSession(
-            auto_decompress=False,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60),
-            connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
-        )
-    return _session
+def use(upstream: Upstream) -> None:
+    """Pipe through ``upstream`` (the process's shared client) instead of a client of its own."""
+    global _upstream
+    _upstream = upstream
+
+
+def _client() -> Upstream:
+    global _upstream
+    if _upstream is None:
+        # Waiting for headers is retried (connection errors, 429, 5xx but 501) within 30 s;
+        # each read of a body may then wait 60 s.
+        _upstream = Upstream(timeout=60.0, attempts=3, deadline=30.0, limit=256)
+    return _upstream
 
 
 async def close() -> None:
-    """Close the pooled client (at shutdown)."""
-    global _session
-    if _session is not None:
-        await _session.close()
-    _session = None
-
-
-async def fetch(method: str, url: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
-    """Send one request upstream; the caller streams and releases the response."""
-    return await _client().request(method, url, headers=headers, allow_redirects=True)
+    """Close the client's pool (at shutdown)."""
+    global _upstream
+    if _upstream is not None:
+        await _upstream.close()
+    _upstream = None
 
 
 def _text(status: int, message: str, cache: tuple[tuple[str, str], ...]) -> web.Response:
@@ -77,36 +77,32 @@ async def pipe(request: web.Request, url: str, cache: tuple[tuple[str, str], ...
     for name in FORWARDED:
         if name in request.headers:
             headers[name] = request.headers[name]
-    method = "HEAD" if request.method == "HEAD" else "GET"
+    head = request.method == "HEAD"
     try:
-        upstream = await fetch(method, url, headers)
-    except (aiohttp.ClientError, TimeoutError, OSError) as err:
+        async with _client().stream(url, component="storage", headers=headers) as upstream:
+            response = web.StreamResponse(status=upstream.status)
+            for name in COPIED:
+                for value in upstream.headers.getall(name, ()):
+                    response.headers.add(name, value)
+            for name, value in cache:
+                response.headers.add(name, value)
+            response.headers[CORS[0]] = CORS[1]
+            if "Content-Length" in response.headers:
+                response.content_length = int(response.headers["Content-Length"])
+            await response.prepare(request)
+            if not head:
+                try:
+                    async for chunk in upstream.content.iter_chunked(CHUNK):
+                        await response.write(chunk)
+                except (aiohttp.ClientError, TimeoutError) as err:
+                    # Headers are gone: the client sees a short body, as from the reference.
+                    log.error("error reading from package-storage server: %s", err, extra={"url.full": url})
+                    return response
+            await response.write_eof()
+            return response
+    except UpstreamError as err:
         log.error("error from package-storage server: %s", err, extra={"url.full": url})
         return _text(500, "error from package-storage server", cache)
-    try:
-        response = web.StreamResponse(status=upstream.status)
-        for name in COPIED:
-            for value in upstream.headers.getall(name, ()):
-                response.headers.add(name, value)
-        for name, value in cache:
-            response.headers.add(name, value)
-        response.headers[CORS[0]] = CORS[1]
-        if "Content-Length" in response.headers:
-            response.content_length = int(response.headers["Content-Length"])
-        await response.prepare(request)
-        if method != "HEAD":
-            try:
-                async for chunk in upstream.content.iter_chunked(CHUNK):
-                    await response.write(chunk)
-            except (aiohttp.ClientError, TimeoutError) as err:
-                # Headers are gone: the client sees a short body, as from the reference.
-                log.error("error reading from package-storage server: %s", err, extra={"url.full": url})
-                upstream.close()
-                return response
-        await response.write_eof()
-        return response
-    finally:
-        upstream.release()
 
 
 def _from_disk(path: str, cache: tuple[tuple[str, str], ...]) -> web.StreamResponse:
