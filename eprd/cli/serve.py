@@ -31,6 +31,7 @@ from eprd.ops.accesslog import AccessLog
 from eprd.ops.apm import Apm, TracedCollection
 from eprd.ops.diagnostics import Diagnostics
 from eprd.ops.metrics import Metrics, make_metrics_app
+from eprd.upstream.observe import OpsObserver
 
 log = logging.getLogger("eprd")
 
@@ -74,6 +75,7 @@ async def _serve_registry(
     indexers: list[Indexer] = list(local_indexers(collection, archives, watcher))
     if remote is not None:  # storage packages win over local ones (§1.2)
         indexers.insert(0, await remote)
+        piping.observe(OpsObserver(ops.metrics, ops.apm))  # eprd_upstream_* metrics, APM spans
     combined = Combined(indexers, ops.build_runner())
     snapshot = await asyncio.to_thread(combined.first)
     log.info(

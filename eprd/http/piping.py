@@ -25,7 +25,7 @@ from multidict import CIMultiDict
 
 from eprd.http import httpfiles
 from eprd.model.mediatypes import content_type_by_name, sniff
-from eprd.upstream.client import Upstream, UpstreamError
+from eprd.upstream.client import Observer, Upstream, UpstreamError
 
 log = logging.getLogger("eprd.storage")
 
@@ -42,6 +42,11 @@ def use(upstream: Upstream) -> None:
     """Pipe through ``upstream`` (the process's shared client) instead of a client of its own."""
     global _upstream
     _upstream = upstream
+
+
+def observe(observer: Observer) -> None:
+    """Measure and trace the piping's upstream calls (``eprd.upstream.observe.OpsObserver``)."""
+    _client().observer = observer
 
 
 def _client() -> Upstream:
