@@ -175,16 +175,26 @@ def _go_floats(doc: dict[str, Any]) -> None:
     Those are variable defaults (package, input, stream) and data streams' index templates
     (§2.1); walking only them keeps loading an index cheap.
     """
-    _go_numbers(doc.get("vars"))
+    _defaults(doc.get("vars"))
     for template in doc.get("policy_templates") or ():
         for input_ in template.get("inputs") or ():
-            _go_numbers(input_.get("vars"))
+            _defaults(input_.get("vars"))
             for stream in input_.get("streams") or ():
-                _go_numbers(stream.get("vars"))
+                _defaults(stream.get("vars"))
     for data_stream in doc.get("data_streams") or ():
         _go_numbers(data_stream.get("elasticsearch"))
         for stream in data_stream.get("streams") or ():
-            _go_numbers(stream.get("vars"))
+            _defaults(stream.get("vars"))
+
+
+def _defaults(variables: Any) -> None:
+    """Go's notation for floats in the ``default`` of each variable (its only free-form member)."""
+    for variable in variables or ():
+        default = variable.get("default")
+        if type(default) is float:
+            variable["default"] = gojson.number(default)
+        elif isinstance(default, (dict, list)):
+            _go_numbers(default)
 
 
 def _go_numbers(value: Any) -> Any:
