@@ -17,7 +17,7 @@ from eprd.indexers.storage.indexer import StorageIndexer
 from eprd.indexers.storage.objectstore import open_store
 from tests import pkgfactory as pf
 from tests.storage_helpers import publish_paths
-from tests.storage_servers import Bucket, start_gcs
+from tests.storage_servers import Bucket, bucket_fixture, gcs_server, s3_server, start_gcs  # noqa: F401
 
 
 @pytest.fixture
@@ -52,10 +52,15 @@ class Source:
         shutil.rmtree(self.root / name / version)
 
 
-@pytest.mark.parametrize("incremental", [False, True])
-async def test_full_load_then_add_update_remove(
-    folder_bucket: Bucket, tmp_path: Path, incremental: bool
-) -> None:
+async def test_full_loads_see_adds_updates_and_removals(folder_bucket: Bucket, tmp_path: Path) -> None:
+    await add_update_remove(folder_bucket, tmp_path, incremental=False)
+
+
+async def test_deltas_add_update_and_remove(bucket: Bucket, tmp_path: Path) -> None:
+    await add_update_remove(bucket, tmp_path, incremental=True)  # a folder, the GCS emulator, S3
+
+
+async def add_update_remove(folder_bucket: Bucket, tmp_path: Path, incremental: bool) -> None:
     source = Source(tmp_path / "src")
     source.add("alpha", "1.0.0")
     source.add("beta", "1.0.0")
