@@ -41,9 +41,7 @@ class FlagSpec:
     unsupported: str | None = None
 
 
-NOT_IN_EPRD = (
-    "eprd serves local package paths and proxy mode only; remote storage indexers are not implemented"
-)
+NOT_IN_EPRD = "eprd caches every /search and /categories response without it"
 
 FLAGS: tuple[FlagSpec, ...] = (
     FlagSpec("address", str, "localhost:8080", "Address of the package-registry service."),
@@ -100,18 +98,42 @@ FLAGS: tuple[FlagSpec, ...] = (
         False,
         "Serve zips, signatures and static files of remote packages through eprd instead of a 301.",
     ),
-    FlagSpec("feature-storage-indexer", bool, False, "Not implemented in eprd.", NOT_IN_EPRD),
-    FlagSpec("storage-indexer-bucket-internal", str, "", "Not implemented in eprd.", NOT_IN_EPRD),
+    FlagSpec(
+        "feature-storage-indexer",
+        bool,
+        False,
+        "Serve the packages of a Package Storage v2 index (gs://, s3:// or file:// bucket).",
+    ),
+    FlagSpec(
+        "storage-indexer-bucket-internal",
+        str,
+        "",
+        "Bucket of the storage index: gs://BUCKET[/PREFIX], s3://BUCKET[/PREFIX] or file:///FOLDER.",
+    ),
     FlagSpec(
         "storage-endpoint",
         str,
         "https://package-storage.elastic.co/",
-        "Not implemented in eprd.",
-        NOT_IN_EPRD,
+        "Public URL of the storage bucket that artifacts and static files are fetched from.",
     ),
-    FlagSpec("storage-indexer-watch-interval", float, 60.0, "Not implemented in eprd.", NOT_IN_EPRD),
-    FlagSpec("feature-sql-storage-indexer", bool, False, "Not implemented in eprd.", NOT_IN_EPRD),
-    FlagSpec("feature-incremental-updates", bool, False, "Not implemented in eprd.", NOT_IN_EPRD),
+    FlagSpec(
+        "storage-indexer-watch-interval",
+        float,
+        60.0,
+        "How often the storage index is polled for a new cursor (0: load once).",
+    ),
+    FlagSpec(
+        "feature-sql-storage-indexer",
+        bool,
+        False,
+        "The reference's SQLite storage indexer: accepted, served by eprd's storage indexer.",
+    ),
+    FlagSpec(
+        "feature-incremental-updates",
+        bool,
+        False,
+        "Apply the storage index's delta files between cursors instead of reading the full index.",
+    ),
     FlagSpec(
         "feature-enable-search-cache", bool, False, "Not needed: eprd always caches responses.", NOT_IN_EPRD
     ),

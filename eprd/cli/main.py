@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 
 from eprd import API_VERSION, __version__
-from eprd.cli import flags
+from eprd.cli import flags, storage
 from eprd.config import Config, ConfigError, load_config
 from eprd.indexers.combined import build
 from eprd.indexers.local.collection import Collection, Loading
@@ -23,9 +23,7 @@ TLS_VERSIONS = ("1.1", "1.2", "1.3")
 
 # Subcommands come before the server's flags (whose parsing stops at the first non-flag):
 # name -> module with ``main(argv) -> int``, imported only when it runs.
-SUBCOMMANDS = {
-    "mirror": "eprd.cli.mirror",
-}
+SUBCOMMANDS = {"publish": "eprd.cli.publish", "mirror": "eprd.cli.mirror"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,15 +93,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check_flags(options: flags.Options) -> None:
-    for feature in ("feature-storage-indexer", "feature-sql-storage-indexer"):
-        if options[feature]:
-            raise ValueError(f"-{feature} is not supported: {flags.NOT_IN_EPRD}")
     if options["feature-proxy-mode"]:
         from eprd.indexers.proxy import check_proxy_to
 
         check_proxy_to(options["proxy-to"], options["proxy-allow-insecure"])
         if options["proxy-timeout"] <= 0:
             raise ValueError("-proxy-timeout must be greater than 0")
+    if options["feature-storage-indexer"] and options["feature-sql-storage-indexer"]:
+        raise ValueError(
+            "both -feature-storage-indexer and -feature-sql-storage-indexer flags are enabled "
+            "but are mutually exclusive"
+        )
+    if options["feature-incremental-updates"] and options["feature-sql-storage-indexer"]:
+        raise ValueError("-feature-incremental-updates is not supported with -feature-sql-storage-indexer")
+    if storage.enabled(options):
+        from eprd.indexers.storage.objectstore import split_url
+
+        if not options["storage-indexer-bucket-internal"]:
+            raise ValueError("-storage-indexer-bucket-internal is required by the storage indexer")
+        split_url(options["storage-indexer-bucket-internal"])  # ValueError says what is wrong
     if options["package-paths-workers"] <= 0:
         raise ValueError("package-paths-workers must be greater than 0")
     if options["workers"] <= 0:

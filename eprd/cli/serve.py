@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from eprd.cli import flags
+from eprd.cli import flags, storage
 from eprd.config import Config
+from eprd.http import piping
 from eprd.http.registry import Registry
 from eprd.http.server import make_app, split_address, tls_context
+from eprd.indexers.base import Indexer
 from eprd.indexers.combined import BuildRunner, Combined
 from eprd.indexers.local.archives import ArchiveStore
 from eprd.indexers.local.collection import Collection, Loading
@@ -32,6 +34,7 @@ from eprd.ops.apm import Apm, TracedCollection
 from eprd.ops.diagnostics import Diagnostics
 from eprd.ops.metrics import Metrics, make_metrics_app
 from eprd.ops.supervise import Supervisor
+from eprd.upstream.observe import OpsObserver
 
 if TYPE_CHECKING:
     from eprd.cli.member import Member
@@ -72,6 +75,8 @@ async def _serve_registry(
 ) -> int:
     if not await ops.start_diagnostics():  # -httpprof: before loading, to see the load too
         return 1
+    # The storage index loads while the package paths do.
+    remote = asyncio.create_task(storage.start(options, ops.metrics)) if storage.enabled(options) else None
     started = time.monotonic()
     if member is not None:
         pass  # loaded (and logged) by the supervisor before it forked
@@ -89,7 +94,10 @@ async def _serve_registry(
             feed=member.feed if member is not None else None,
         )
     archives = ArchiveStore(os.path.join(flags.cache_dir(options), "archives"), options["archive-cache-size"])
-    indexers = local_indexers(collection, archives, watcher)
+    indexers: list[Indexer] = list(local_indexers(collection, archives, watcher))
+    if remote is not None:  # storage packages win over local ones (§1.2)
+        indexers.insert(0, await remote)
+        piping.observe(OpsObserver(ops.metrics, ops.apm))  # eprd_upstream_* metrics, APM spans
     combined = Combined(indexers, ops.build_runner())
     if member is not None:
         snapshot = member.snapshot  # built before the fork: shared by every worker
@@ -104,7 +112,7 @@ async def _serve_registry(
                 "event.duration": int((time.monotonic() - started) * 1e9),
             },
         )
-    if len(snapshot) == 0 and member is None:
+    if len(snapshot) == 0 and member is None and not storage.enabled(options):
         if options["feature-proxy-mode"]:
             log.info("No local packages found, serving the packages of -proxy-to")
         elif not options["package-paths-enable-watcher"]:
@@ -206,6 +214,7 @@ async def _stop(
         ("background tasks", tasks),
         ("index cache", lambda: asyncio.to_thread(collection.save_cache)),  # keeps the next start warm
         ("listener", runner.cleanup),
+        ("storage client", piping.close),
     )
     for what, step in steps:
         try:

@@ -99,7 +99,7 @@ class Registry:
         if self.access_log is not None and request.path != "/health":
             self.access_log.write(request, response, started, trace)
 
-    def storage_request(self, component: str) -> None:
+    def storage_request(self, component: str, location: str = "local") -> None:
         """A package resource served (epr_storage_requests_total): artifacts, statics or signatures."""
         if self.metrics is not None:
-            self.metrics.storage_request(component)
+            self.metrics.storage_request(component, location)

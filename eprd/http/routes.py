@@ -22,6 +22,7 @@ from aiohttp import web
 from eprd.catalog.filters import FilterError, categories_body, search_body, search_entries
 from eprd.catalog.query import QueryError, parse_categories, parse_search
 from eprd.catalog.snapshot import Body, Indexed, Snapshot
+from eprd.http import piping
 from eprd.http.registry import Registry
 from eprd.http.responses import (
     CORS,
@@ -32,7 +33,7 @@ from eprd.http.responses import (
     resource_response,
     text_error,
 )
-from eprd.indexers.base import TAR_GZ, ZIP, Failed, NotFound
+from eprd.indexers.base import TAR_GZ, ZIP, Failed, NotFound, Piped, Resource
 from eprd.indexers.proxy.proxy import STALE_HEADERS, Proxied, ProxyError
 from eprd.model.versions import is_strict
 from eprd.ops import accesslog
@@ -167,8 +168,8 @@ async def static_file(
         return item
     resource = await registry.indexers[item.source].static(item.package, path)
     if not isinstance(resource, NotFound | Failed):
-        registry.storage_request("statics")  # metrics: counted once a file is served
-    return resource_response(request, resource, cache_headers(registry.config.cache_time.catch_all))
+        registry.storage_request("statics", _location(resource))  # metrics: counted once a file is served
+    return await _respond(request, resource, cache_headers(registry.config.cache_time.catch_all))
 
 
 async def artifact(
@@ -192,10 +193,12 @@ async def _download(
         if item.status == 404 and fmt == ZIP and registry.fallback is not None:  # PROXY HOOK (issue 13)
             return await _remote_file(registry, request, item, name, version, "artifacts")
         return item
-    registry.storage_request("artifacts")  # metrics: counted whatever the outcome, as the reference
     resource = await registry.indexers[item.source].artifact(item.package, fmt)
+    registry.storage_request(
+        "artifacts", _location(resource)
+    )  # metrics: whatever the outcome, as the reference
     cache = cache_headers(registry.config.cache_time.catch_all)
-    return resource_response(request, resource, cache, missing="artifact not found")
+    return await _respond(request, resource, cache, missing="artifact not found")
 
 
 async def signature(
@@ -207,10 +210,27 @@ async def signature(
         if item.status == 404 and registry.fallback is not None:  # PROXY HOOK (issue 13)
             return await _remote_file(registry, request, item, name, version, "signatures")
         return item
-    registry.storage_request("signatures")  # metrics: counted whatever the outcome, as the reference
     resource = await registry.indexers[item.source].signature(item.package)
+    registry.storage_request("signatures", _location(resource))  # metrics: whatever the outcome
     cache = cache_headers(registry.config.cache_time.catch_all)
-    return resource_response(request, resource, cache, missing="signature file not found")
+    return await _respond(request, resource, cache, missing="signature file not found")
+
+
+def _location(resource: Resource) -> str:
+    """The ``location`` label of epr_storage_requests_total: remote for what storage pipes."""
+    return "remote" if isinstance(resource, Piped) else "local"
+
+
+async def _respond(
+    request: web.Request,
+    resource: Resource,
+    cache: tuple[tuple[str, str], ...],
+    missing: str = "resource not found",
+) -> web.StreamResponse:
+    """The response for an indexer's resource: piped from storage, or built here."""
+    if isinstance(resource, Piped):
+        return await piping.pipe(request, resource.url, cache)
+    return resource_response(request, resource, cache, missing=missing)
 
 
 async def _remote_file(

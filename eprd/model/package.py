@@ -93,7 +93,8 @@ class Package:
     # documents are most of a package's memory and a request for one is answered from a cache.
     doc_head: bytes
     doc_tail: bytes
-    files: PackageFiles = field(repr=False)
+    # None for a package built from a storage index document (eprd.model.document): no local files.
+    files: PackageFiles | None = field(repr=False)
     location: str
     signature: str | None  # filesystem path of the detached signature
     folders: int  # folders on disk (the watcher needs one inotify watch for each)
@@ -421,12 +422,21 @@ def encode_members(members: dict[str, Any]) -> bytes:
     return body[2:-2]  # strip "{\n" and "\n}"
 
 
+def inflate(part: bytes) -> bytes:
+    """A document half as encoded: deflated (zlib's first byte is ``x``) or kept plain.
+
+    Encoded members start with spaces, so the two never mix up. Packages from a storage
+    index keep theirs plain: deflating every document would double the index's load time.
+    """
+    return zlib.decompress(part) if part[:1] == b"x" else part
+
+
 def render_document(package: Package, deprecated: dict[str, Any] | None) -> bytes:
     """The /package/{n}/{v}/ body for ``package`` with the effective ``deprecated`` block."""
-    parts = [zlib.decompress(package.doc_head)]
+    parts = [inflate(package.doc_head)]
     if deprecated is not None:
         parts.append(encode_members({"deprecated": deprecated}))
-    tail = zlib.decompress(package.doc_tail)
+    tail = inflate(package.doc_tail)
     if tail:
         parts.append(tail)
     return b"{\n" + b",\n".join(p for p in parts if p) + b"\n}\n"

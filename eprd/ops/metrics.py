@@ -211,11 +211,31 @@ class Metrics:
             namespace="epr",
             registry=r,
         )
-        self.storage = {c: self.storage_requests.labels("local", c) for c in STORAGE_COMPONENTS}
+        # "remote" series appear once a storage package's resource is served.
+        self.storage = {(c, "local"): self.storage_requests.labels("local", c) for c in STORAGE_COMPONENTS}
         self.indexer_get = Histogram(
             "indexer_get_duration_seconds",
             "A histogram of latencies for get processes run by the indexer",
             ("indexer",),
+            namespace="epr",
+            registry=r,
+            buckets=GO_DEFAULT_BUCKETS,
+        )
+        self.storage_update_success = Counter(
+            "storage_indexer_update_index_success_total",
+            "A counter for all the update index processes that finished successfully",
+            namespace="epr",
+            registry=r,
+        )
+        self.storage_update_error = Counter(
+            "storage_indexer_update_index_error_total",
+            "A counter for all the update index processes that finished with error",
+            namespace="epr",
+            registry=r,
+        )
+        self.storage_update_duration = Histogram(
+            "storage_indexer_update_index_duration_seconds",
+            "A histogram of latencies for update index processes run by the storage indexer",
             namespace="epr",
             registry=r,
             buckets=GO_DEFAULT_BUCKETS,
@@ -320,8 +340,16 @@ class Metrics:
     def observe_indexer(self, indexer: str, seconds: float) -> None:
         self.indexer_get.labels(indexer).observe(seconds)
 
-    def storage_request(self, component: str) -> None:
-        self.storage[component].inc()
+    def storage_request(self, component: str, location: str = "local") -> None:
+        counter = self.storage.get((component, location))
+        if counter is None:
+            counter = self.storage[(component, location)] = self.storage_requests.labels(location, component)
+        counter.inc()
+
+    def storage_update(self, success: bool, seconds: float) -> None:
+        """A ``StorageIndexer.on_update`` callback: one poll that loaded an index, or failed."""
+        (self.storage_update_success if success else self.storage_update_error).inc()
+        self.storage_update_duration.observe(seconds)
 
     def upstream_request(self, component: str, outcome: str, seconds: float) -> None:
         """One attempt of an upstream call (an ``eprd.upstream`` Observer report).
