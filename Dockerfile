@@ -30,12 +30,12 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY eprd/ eprd/
 
 # A regular (non-editable) install; pip itself is not needed at run time.
 RUN python -m venv /opt/eprd \
-    && /opt/eprd/bin/pip install --no-cache-dir /src \
+    && /opt/eprd/bin/pip install --no-cache-dir -c /src/constraints.txt /src \
     && /opt/eprd/bin/pip uninstall --yes pip \
     && /opt/eprd/bin/eprd -version
 

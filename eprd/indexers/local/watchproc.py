@@ -16,6 +16,7 @@ does not exist yet (a git-sync clone still running) is picked up when it appears
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 from collections.abc import Sequence
@@ -37,7 +38,10 @@ def watch(paths: list[str], step_ms: int, debounce_ms: int, poll: bool, conn: Co
     """Send :data:`READY` once watching, then each batch of changed paths, :data:`RELINKED` after a
     link swap; errors as ``("error", text, permanent)``."""
     ready = False
-    parent = os.getppid()
+    # The pid of the eprd that started this process (even if it is gone already: the spawn takes a
+    # while, and a killed eprd must not leave this process watching forever).
+    creator = multiprocessing.parent_process()
+    parent = creator.pid if creator is not None and creator.pid is not None else os.getppid()
     try:
         while True:
             targets = resolved(paths)
