@@ -7,7 +7,8 @@ that the next snapshot is built and swapped in. The snapshot combines indexers i
 precedence order (storage, then zips, then folders, as the reference does); the
 first indexer holding a name and version serves it.
 
-Implementations: :mod:`eprd.indexers.local` (package folders and zips).
+Implementations: :mod:`eprd.indexers.local` (package folders and zips) and
+:mod:`eprd.indexers.storage` (a Package Storage v2 bucket).
 """
 
 from __future__ import annotations
