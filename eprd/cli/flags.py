@@ -163,17 +163,18 @@ def env_name(flag: str) -> str:
     return "EPR_" + flag.upper().replace("-", "_")
 
 
-def _convert(spec: FlagSpec, raw: str) -> Any:
-    if spec.kind is bool:
+def convert(kind: type, raw: str) -> Any:
+    """A flag value as Go's flag package reads one of ``kind`` (float: a duration); ValueError if bad."""
+    if kind is bool:
         if raw not in BOOL_VALUES:
             raise ValueError(f'parse error: invalid boolean value "{raw}"')
         return BOOL_VALUES[raw]
-    if spec.kind is int:
+    if kind is int:
         try:
             return int(raw, 0)
         except ValueError:
             raise ValueError(f'parse error: invalid integer value "{raw}"') from None
-    if spec.kind is float:
+    if kind is float:
         try:
             return parse_duration(raw)
         except ConfigError as err:
@@ -190,7 +191,7 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Options:
         if raw is None:
             continue
         try:
-            values[spec.name] = _convert(spec, raw)
+            values[spec.name] = convert(spec.kind, raw)
         except ValueError as err:
             raise FlagError(f"failed to set -{spec.name}: {err}") from None
         explicit.add(spec.name)
@@ -216,7 +217,7 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Options:
             else:
                 raise FlagError(f"flag needs an argument: -{name}")
         try:
-            values[name] = _convert(spec, value)
+            values[name] = convert(spec.kind, value)
         except ValueError as err:
             raise FlagError(f"invalid value {value!r} for flag -{name}: {err}") from None
         explicit.add(name)

@@ -13,7 +13,7 @@ from eprd.cli import flags, storage
 from eprd.config import Config, ConfigError, load_config
 from eprd.indexers.combined import build
 from eprd.indexers.local.collection import Collection, Loading
-from eprd.indexers.local.indexer import load_snapshot, local_indexers
+from eprd.indexers.local.indexer import load_snapshot, local_indexers, log_loaded
 from eprd.model.package import LoadOptions
 from eprd.ops import apm, logs
 
@@ -146,15 +146,7 @@ def _dry_run(config: Config, load_options: LoadOptions, workers: int, cache_fold
         collection.load_all()
         snapshot = build(local_indexers(collection, None))
         collection.save_cache()
-        log.info(
-            "packages loaded",
-            extra={
-                "packages.served": len(snapshot),
-                "packages.rejected": len(collection.rejected),
-                "packages.from_cache": collection.reused,
-                "event.duration": int((time.monotonic() - started) * 1e9),
-            },
-        )
+        log_loaded(log, snapshot, collection, started)
         if collection.cache_outdated:
             print(f"eprd: cannot write the index cache into {cache_folder}", file=sys.stderr)
             return 1

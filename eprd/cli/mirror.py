@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from eprd import __version__
-from eprd.cli.flags import BOOL_VALUES, FlagError, HelpRequested
-from eprd.config import ConfigError, parse_duration
+from eprd.cli.flags import FlagError, HelpRequested, convert
 from eprd.mirror import fetch
 from eprd.mirror.select import Filters, SelectionError, select
 from eprd.mirror.verify import KeyRing
@@ -69,24 +68,6 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def _convert(spec: MirrorFlag, raw: str) -> Any:
-    if spec.kind is bool:
-        if raw not in BOOL_VALUES:
-            raise ValueError(f'parse error: invalid boolean value "{raw}"')
-        return BOOL_VALUES[raw]
-    if spec.kind is int:
-        try:
-            return int(raw, 0)
-        except ValueError:
-            raise ValueError(f'parse error: invalid integer value "{raw}"') from None
-    if spec.kind is float:
-        try:
-            return parse_duration(raw)
-        except ConfigError as err:
-            raise ValueError(str(err)) from None
-    return raw
-
-
 def parse(argv: Sequence[str]) -> dict[str, Any]:
     """Go ``flag`` syntax as the server's flags; raises FlagError or HelpRequested."""
     values: dict[str, Any] = {spec.name: spec.default for spec in FLAGS}
@@ -113,7 +94,7 @@ def parse(argv: Sequence[str]) -> dict[str, Any]:
             else:
                 raise FlagError(f"flag needs an argument: -{name}")
         try:
-            converted = _convert(spec, value)
+            converted = convert(spec.kind, value)
         except ValueError as err:
             raise FlagError(f"invalid value {value!r} for flag -{name}: {err}") from None
         values[name] = (*values[name], converted) if spec.kind is list else converted

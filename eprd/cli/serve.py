@@ -26,7 +26,7 @@ from eprd.indexers.base import Indexer
 from eprd.indexers.combined import BuildRunner, Combined
 from eprd.indexers.local.archives import ArchiveStore
 from eprd.indexers.local.collection import Collection, Loading
-from eprd.indexers.local.indexer import local_indexers
+from eprd.indexers.local.indexer import local_indexers, log_loaded
 from eprd.indexers.local.watcher import Watcher
 from eprd.ops import logs
 from eprd.ops.accesslog import AccessLog
@@ -103,15 +103,7 @@ async def _serve_registry(
         snapshot = member.snapshot  # built before the fork: shared by every worker
     else:
         snapshot = await asyncio.to_thread(combined.first)
-        log.info(
-            "packages loaded",
-            extra={
-                "packages.served": len(snapshot),
-                "packages.rejected": len(collection.rejected),
-                "packages.from_cache": collection.reused,
-                "event.duration": int((time.monotonic() - started) * 1e9),
-            },
-        )
+        log_loaded(log, snapshot, collection, started)
     if len(snapshot) == 0 and member is None and not storage.enabled(options):
         if options["feature-proxy-mode"]:
             log.info("No local packages found, serving the packages of -proxy-to")

@@ -111,19 +111,11 @@ class WorkerGroup:
         started = time.monotonic()
         self.collection.load_all()
         from eprd.indexers.combined import build
-        from eprd.indexers.local.indexer import local_indexers
+        from eprd.indexers.local.indexer import local_indexers, log_loaded
 
         # (Downloads are built by the workers' own indexers; this one only lists the packages.)
         self.snapshot = build(local_indexers(self.collection, None))
-        log.info(
-            "packages loaded",
-            extra={
-                "packages.served": len(self.snapshot),
-                "packages.rejected": len(self.collection.rejected),
-                "packages.from_cache": self.collection.reused,
-                "event.duration": int((time.monotonic() - started) * 1e9),
-            },
-        )
+        log_loaded(log, self.snapshot, self.collection, started)
         if len(self.snapshot) == 0 and not self.options["package-paths-enable-watcher"]:
             log.critical("Init failed: No local packages found.")
             return 1

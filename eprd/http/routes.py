@@ -161,10 +161,8 @@ async def static_file(
     registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
 ) -> web.StreamResponse:
     name, version, path = args
-    item = _lookup(snap, name, version, "package revision not found")
-    if isinstance(item, web.Response):
-        if item.status == 404 and registry.fallback is not None:  # PROXY HOOK (issue 13)
-            return await _remote_file(registry, request, item, name, version, "statics", path)
+    item = await _find(registry, request, snap, name, version, "package revision not found", "statics", path)
+    if not isinstance(item, Indexed):
         return item
     resource = await registry.indexers[item.source].static(item.package, path)
     if not isinstance(resource, NotFound | Failed):
@@ -188,15 +186,13 @@ async def _download(
     registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...], fmt: str
 ) -> web.StreamResponse:
     _, name, version = args
-    item = _lookup(snap, name, version, "artifact not found")
-    if isinstance(item, web.Response):
-        if item.status == 404 and fmt == ZIP and registry.fallback is not None:  # PROXY HOOK (issue 13)
-            return await _remote_file(registry, request, item, name, version, "artifacts")
+    # The reference's proxy mode knows only zips of remote packages.
+    remote = "artifacts" if fmt == ZIP else None
+    item = await _find(registry, request, snap, name, version, "artifact not found", remote)
+    if not isinstance(item, Indexed):
         return item
     resource = await registry.indexers[item.source].artifact(item.package, fmt)
-    registry.storage_request(
-        "artifacts", _location(resource)
-    )  # metrics: whatever the outcome, as the reference
+    registry.storage_request("artifacts", _location(resource))  # metrics: whatever the outcome
     cache = cache_headers(registry.config.cache_time.catch_all)
     return await _respond(request, resource, cache, missing="artifact not found")
 
@@ -205,15 +201,31 @@ async def signature(
     registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
 ) -> web.StreamResponse:
     _, name, version = args
-    item = _lookup(snap, name, version, "signature file not found")
-    if isinstance(item, web.Response):
-        if item.status == 404 and registry.fallback is not None:  # PROXY HOOK (issue 13)
-            return await _remote_file(registry, request, item, name, version, "signatures")
+    item = await _find(registry, request, snap, name, version, "signature file not found", "signatures")
+    if not isinstance(item, Indexed):
         return item
     resource = await registry.indexers[item.source].signature(item.package)
     registry.storage_request("signatures", _location(resource))  # metrics: whatever the outcome
     cache = cache_headers(registry.config.cache_time.catch_all)
     return await _respond(request, resource, cache, missing="signature file not found")
+
+
+async def _find(
+    registry: Registry,
+    request: web.Request,
+    snap: Snapshot,
+    name: str,
+    version: str,
+    not_found: str,
+    remote: str | None,
+    path: str = "",
+) -> Indexed | web.StreamResponse:
+    """The package a file URL names, or the answer instead: 400/404, or in proxy mode the upstream's
+    answer for the ``remote`` kind of file of a package not found locally (§8)."""
+    item = _lookup(snap, name, version, not_found)
+    if isinstance(item, web.Response) and item.status == 404 and remote and registry.fallback is not None:
+        return await _remote_file(registry, request, item, name, version, remote, path)
+    return item
 
 
 def _location(resource: Resource) -> str:

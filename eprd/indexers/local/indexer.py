@@ -131,15 +131,21 @@ def load_snapshot(package_paths: Iterable[str], options: LoadOptions, workers: i
     collection = Collection(list(package_paths), options, workers=workers)
     collection.load_all()
     snapshot = build(local_indexers(collection, None))
-    log.info(
+    log_loaded(log, snapshot, collection, started)
+    return snapshot
+
+
+def log_loaded(logger: logging.Logger, snapshot: Snapshot, collection: Collection, started: float) -> None:
+    """The ``packages loaded`` line of a start-up (``started``: time.monotonic() when loading began)."""
+    logger.info(
         "packages loaded",
         extra={
             "packages.served": len(snapshot),
             "packages.rejected": len(collection.rejected),
+            "packages.from_cache": collection.reused,
             "event.duration": int((time.monotonic() - started) * 1e9),
         },
     )
-    return snapshot
 
 
 def _disk_content_type(path: str) -> str:
