@@ -130,7 +130,7 @@ async def _serve_registry(
     )
     registry.watcher = watcher
     ops.attach(registry)  # metrics, APM and diagnostics follow the registry (before make_app)
-    if options["feature-proxy-mode"]:  # PROXY HOOK (issue 13): the lead moves this onto the Indexer seam
+    if options["feature-proxy-mode"]:
         registry.fallback = ops.proxy_mode(options, archives)
     if logs.LEVELS[options["log-level"]] <= logging.INFO:
         registry.access_log = AccessLog(options["log-type"], extra=logs.service_fields())

@@ -14,12 +14,12 @@ from eprd import API_VERSION
 from eprd.catalog.snapshot import Body, Snapshot
 from eprd.config import Config
 from eprd.indexers.base import Indexer
+from eprd.indexers.fallback import Fallback
 from eprd.model import gojson
 from eprd.ops.accesslog import AccessLog
 
 if TYPE_CHECKING:
     from eprd.indexers.local.watcher import Watcher
-    from eprd.indexers.proxy.proxy import ProxyMode
     from eprd.ops.apm import Apm
     from eprd.ops.metrics import Metrics
 
@@ -55,8 +55,8 @@ class Registry:
         self.access_log: AccessLog | None = None
         self.metrics: Metrics | None = None  # -metrics-address (eprd.metrics); set before make_app
         self.apm: Apm | None = None  # ELASTIC_APM_SERVER_URL (eprd.apm)
-        # PROXY HOOK (issue 13): -feature-proxy-mode's upstream, asked by the handlers; None when off.
-        self.fallback: ProxyMode | None = None
+        # Asked for every answer beyond the snapshot: proxy mode's upstream (-feature-proxy-mode) or nothing.
+        self.fallback: Fallback = Fallback()
         # id(request) -> (route template, started, trace) from observe() to the make_app wrapper,
         # which reports requests once their responses are sent; None: reported from observe().
         self._sending: dict[int, tuple[str | None, float, dict[str, Any]]] | None = None

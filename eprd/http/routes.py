@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from eprd.catalog.filters import FilterError, categories_body, search_body, search_entries
+from eprd.catalog.filters import FilterError, IndexerObserver
 from eprd.catalog.query import QueryError, parse_categories, parse_search
 from eprd.catalog.snapshot import Body, Indexed, Snapshot
 from eprd.http import piping
@@ -34,7 +34,7 @@ from eprd.http.responses import (
     text_error,
 )
 from eprd.indexers.base import TAR_GZ, ZIP, Failed, NotFound, Piped, Resource
-from eprd.indexers.proxy.proxy import STALE_HEADERS, Proxied, ProxyError
+from eprd.indexers.fallback import STALE_HEADERS, Reply, Unavailable
 from eprd.model.versions import is_strict
 from eprd.ops import accesslog
 
@@ -74,28 +74,14 @@ async def search(
 ) -> web.Response:
     try:
         query = parse_search(_raw_query(request), registry.allow_unknown_query_parameters)
-        observe = registry.metrics.observe_indexer if registry.metrics is not None else None
-        if registry.fallback is not None:  # PROXY HOOK (issue 13): local entries, merged below
-            local = snap.cache.get_or_compute(
-                ("search-entries", query), lambda: search_entries(snap, query, observe)
-            )
-        else:
-            body = snap.cache.get_or_compute(
-                ("search", query), lambda: Body(search_body(snap, query, observe))
-            )
+        reply = await registry.fallback.search(snap, query, _raw_query(request), _observer(registry))
     except QueryError as err:
         return text_error(400, str(err))
     except FilterError as err:
         return text_error(404, f"fetching package failed: {err}")
-    if registry.fallback is not None:  # PROXY HOOK (issue 13)
-        try:
-            proxied = await registry.fallback.search(
-                _raw_query(request), local, query.all, (snap.generation, query)
-            )
-        except ProxyError:
-            return text_error(500, "internal server error")
-        return _proxied_json(request, proxied, registry.config.cache_time.search)
-    return json_response(request, body, registry.config.cache_time.search)
+    except Unavailable:
+        return text_error(500, "internal server error")
+    return _reply(request, reply, registry.config.cache_time.search)
 
 
 async def categories(
@@ -103,29 +89,25 @@ async def categories(
 ) -> web.Response:
     try:
         query = parse_categories(_raw_query(request), registry.allow_unknown_query_parameters)
-        observe = registry.metrics.observe_indexer if registry.metrics is not None else None
-        body = snap.cache.get_or_compute(
-            ("categories", query), lambda: Body(categories_body(snap, query, observe))
-        )
+        reply = await registry.fallback.categories(snap, query, _raw_query(request), _observer(registry))
     except QueryError as err:
         return text_error(400, str(err))
     except FilterError as err:
         return text_error(404, str(err))
-    if registry.fallback is not None:  # PROXY HOOK (issue 13)
-        try:
-            proxied = await registry.fallback.categories(
-                _raw_query(request), body.data, (snap.generation, query)
-            )
-        except ProxyError:
-            return text_error(500, "internal server error")
-        return _proxied_json(request, proxied, registry.config.cache_time.categories)
-    return json_response(request, body, registry.config.cache_time.categories)
+    except Unavailable:
+        return text_error(500, "internal server error")
+    return _reply(request, reply, registry.config.cache_time.categories)
 
 
-def _proxied_json(request: web.Request, proxied: Proxied, seconds: float) -> web.Response:
-    """A proxy mode JSON answer; one built from a stale upstream answer says so."""
-    response = json_response(request, proxied.body, seconds)
-    if proxied.stale:
+def _observer(registry: Registry) -> IndexerObserver:
+    """What times the indexers' part of a query (epr_indexer_get_duration_seconds), if anything."""
+    return registry.metrics.observe_indexer if registry.metrics is not None else None
+
+
+def _reply(request: web.Request, reply: Reply, seconds: float) -> web.Response:
+    """A JSON answer; one built from a stale upstream answer says so."""
+    response = json_response(request, reply.body, seconds)
+    if reply.stale:
         for name, value in STALE_HEADERS:
             response.headers[name] = value
     return response
@@ -145,13 +127,13 @@ async def package_document(
     name, version = args
     item = _lookup(snap, name, version, "package revision not found")
     if isinstance(item, web.Response):
-        if item.status == 404 and registry.fallback is not None:  # PROXY HOOK (issue 13)
+        if item.status == 404:
             try:
-                proxied = await registry.fallback.package(name, version)
-            except ProxyError:
+                reply = await registry.fallback.package(name, version)
+            except Unavailable:
                 return text_error(500, "internal server error")
-            if proxied is not None:
-                return _proxied_json(request, proxied, registry.config.cache_time.index)
+            if reply is not None:
+                return _reply(request, reply, registry.config.cache_time.index)
         return item
     body = snap.cache.get_or_compute(("package", name, version), lambda: Body(item.document))
     return json_response(request, body, registry.config.cache_time.index)
@@ -220,10 +202,10 @@ async def _find(
     remote: str | None,
     path: str = "",
 ) -> Indexed | web.StreamResponse:
-    """The package a file URL names, or the answer instead: 400/404, or in proxy mode the upstream's
-    answer for the ``remote`` kind of file of a package not found locally (§8)."""
+    """The package a file URL names, or the answer instead: 400, or for a package not found
+    locally the fallback's ``remote`` kind of file (§8), or 404."""
     item = _lookup(snap, name, version, not_found)
-    if isinstance(item, web.Response) and item.status == 404 and remote and registry.fallback is not None:
+    if isinstance(item, web.Response) and item.status == 404 and remote:
         return await _remote_file(registry, request, item, name, version, remote, path)
     return item
 
@@ -254,21 +236,21 @@ async def _remote_file(
     kind: str,
     path: str = "",
 ) -> web.StreamResponse:
-    """PROXY HOOK (issue 13): a file of a package not found locally, from the upstream (§8).
+    """A file of a package not found locally, from the fallback (§8).
 
-    The reference's answer: 301 to the upstream URL with public cache headers (or, with
-    -proxy-cache-artifacts, the file itself), the local 404 when the upstream has no such
+    In proxy mode the reference's answer: 301 to the upstream URL with public cache headers (or,
+    with -proxy-cache-artifacts, the file itself), the local 404 when the upstream has no such
     package, 500 when it cannot be asked.
     """
-    assert registry.fallback is not None
     try:
-        resource, stale = await registry.fallback.resource(name, version, kind, path)
-    except ProxyError:
+        served = await registry.fallback.resource(name, version, kind, path)
+    except Unavailable:
         return text_error(500, "internal server error")
-    if resource is None:
+    if served is None:
         return not_found
-    response = resource_response(request, resource, cache_headers(registry.config.cache_time.catch_all))
-    if stale:
+    cache = cache_headers(registry.config.cache_time.catch_all)
+    response = resource_response(request, served.resource, cache)
+    if served.stale:
         for header in STALE_HEADERS:
             response.headers.add(*header)
     return response

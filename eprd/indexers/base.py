@@ -8,7 +8,8 @@ precedence order (storage, then zips, then folders, as the reference does); the
 first indexer holding a name and version serves it.
 
 Implementations: :mod:`eprd.indexers.local` (package folders and zips) and
-:mod:`eprd.indexers.storage` (a Package Storage v2 bucket).
+:mod:`eprd.indexers.storage` (a Package Storage v2 bucket). A source that cannot list what it
+holds (proxy mode's upstream) is asked at request time instead: :mod:`eprd.indexers.fallback`.
 """
 
 from __future__ import annotations

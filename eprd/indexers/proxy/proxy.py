@@ -1,8 +1,8 @@
 """Proxy mode (§8): the upstream's /search, /categories and packages merged with local ones.
 
-:class:`ProxyMode` is what the HTTP handlers call when proxy mode is on (``registry.fallback``):
-after computing the local answer for /search and /categories, and when a package is not
-found locally for its document, static files, artifact and signature. Upstream answers come
+:class:`ProxyMode` is the registry's :class:`~eprd.indexers.fallback.Fallback` when proxy mode
+is on: it merges the upstream's /search and /categories answers into the local ones, and
+answers for the document and files of packages not found locally. Upstream answers come
 through :class:`~eprd.indexers.proxy.cache.UpstreamCache`; merged bodies are memoised per
 upstream answer, local snapshot and query, so a warm cache answers at local speed.
 """
@@ -16,8 +16,11 @@ from urllib.parse import quote, urlsplit
 
 import orjson
 
-from eprd.catalog.snapshot import Body
+from eprd.catalog.filters import IndexerObserver, search_entries
+from eprd.catalog.query import CategoriesQuery, Filter
+from eprd.catalog.snapshot import Body, Snapshot
 from eprd.indexers.base import Redirect, Resource
+from eprd.indexers.fallback import Fallback, Reply, Served, Unavailable
 from eprd.indexers.proxy import shapes
 from eprd.indexers.proxy.cache import Answer, Entry, UpstreamCache
 from eprd.indexers.proxy.pulled import PulledFiles
@@ -28,22 +31,13 @@ from eprd.upstream.client import UpstreamError
 
 log = logging.getLogger("eprd.proxy")
 
-STALE_HEADERS = (("Warning", '110 - "Response is Stale"'), ("X-Eprd-Stale", "true"))
 _MEMO_SIZE = 64  # merged bodies kept per upstream answer (one per local snapshot and query)
 
 LocalEntries = list[tuple[str, str, tuple[Any, ...], bytes]]  # filters.search_entries
 
 
-class ProxyError(Exception):
-    """The upstream gave no usable answer and none is cached: the handlers answer 500."""
-
-
-@dataclass(frozen=True, slots=True)
-class Proxied:
-    """A merged or proxied body, and whether it was built from a stale upstream answer."""
-
-    body: Body
-    stale: bool
+class ProxyError(Unavailable):
+    """The upstream gave no usable answer and none is cached."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +52,7 @@ def _is_list_of_objects(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, dict) for v in value)
 
 
-class ProxyMode:
+class ProxyMode(Fallback):
     """The upstream side of proxy mode (see the module docstring)."""
 
     def __init__(self, proxy_to: str, cache: UpstreamCache, pulled: PulledFiles | None = None) -> None:
@@ -79,13 +73,20 @@ class ProxyMode:
 
     # --- /search ------------------------------------------------------------------------------
 
-    async def search(self, raw_query: str, local: LocalEntries, all_versions: bool, memo_key: Any) -> Proxied:
-        """/search: the upstream's answer for the same query string merged into ``local``."""
+    async def search(
+        self, snap: Snapshot, query: Filter, raw_query: str, observe: IndexerObserver = None
+    ) -> Reply:
+        """/search: the upstream's answer for the same query string merged into the local one."""
+        local = snap.cache.get_or_compute(
+            ("search-entries", query), lambda: search_entries(snap, query, observe)
+        )
         answer = await self._get(self.url("/search", raw_query), "search", _is_list_of_objects)
         body = _memo(
-            answer.entry, ("search", memo_key), lambda: self._merge_search(answer.entry, local, all_versions)
+            answer.entry,
+            ("search", snap.generation, query),
+            lambda: self._merge_search(answer.entry, local, query.all),
         )
-        return Proxied(body, answer.stale)
+        return Reply(body, answer.stale)
 
     @staticmethod
     def _merge_search(entry: Entry, local: LocalEntries, all_versions: bool) -> Body:
@@ -118,17 +119,22 @@ class ProxyMode:
 
     # --- /categories --------------------------------------------------------------------------
 
-    async def categories(self, raw_query: str, local_body: bytes, memo_key: Any) -> Proxied:
+    async def categories(
+        self, snap: Snapshot, query: CategoriesQuery, raw_query: str, observe: IndexerObserver = None
+    ) -> Reply:
         """/categories: the upstream's counts added to the local ones."""
+        local = await super().categories(snap, query, raw_query, observe)
         answer = await self._get(self.url("/categories", raw_query), "categories", _is_list_of_objects)
         body = _memo(
-            answer.entry, ("categories", memo_key), lambda: _merge_categories(answer.entry, local_body)
+            answer.entry,
+            ("categories", snap.generation, query),
+            lambda: _merge_categories(answer.entry, local.body.data),
         )
-        return Proxied(body, answer.stale)
+        return Reply(body, answer.stale)
 
     # --- packages -----------------------------------------------------------------------------
 
-    async def package(self, name: str, version: str) -> Proxied | None:
+    async def package(self, name: str, version: str) -> Reply | None:
         """/package/{n}/{v}/ of a package not found locally; None when the upstream has none."""
         answer = await self._package(name, version)
         if answer.entry.missing:
@@ -138,7 +144,7 @@ class ProxyMode:
             "document",
             lambda: Body(gojson.dumps(shapes.render(answer.entry.value, shapes.PACKAGE_DOCUMENT))),
         )
-        return Proxied(body, answer.stale)
+        return Reply(body, answer.stale)
 
     async def _package(self, name: str, version: str) -> Answer:
         url = self.origin + f"/package/{name}/{version}/"
@@ -161,21 +167,20 @@ class ProxyMode:
             path = f"/epr/package/{name}-{version}.zip.sig"
         return Located(self.origin + quote(path, safe="/$&+,:;=@"), answer.stale)
 
-    async def resource(
-        self, name: str, version: str, kind: str, file: str = ""
-    ) -> tuple[Resource | None, bool]:
-        """What to serve for a remote package's file, and whether it rests on a stale answer.
+    async def resource(self, name: str, version: str, kind: str, path: str = "") -> Served | None:
+        """What to serve for a remote package's file.
 
         None: the upstream has no such package (the handler's own 404). Otherwise a
         :class:`Redirect` to the upstream (the reference), or with ``-proxy-cache-artifacts``
         the file pulled through (:class:`DiskFile`, or ``NotFound``/``Failed``).
         """
-        located = await self.locate(name, version, kind, file)
+        located = await self.locate(name, version, kind, path)
         if located.url is None:
-            return None, located.stale
-        if self.pulled is None:
-            return Redirect(located.url), located.stale
-        return await self.pulled.get(located.url, kind, file or located.url), located.stale
+            return None
+        resource: Resource = Redirect(located.url)
+        if self.pulled is not None:
+            resource = await self.pulled.get(located.url, kind, path or located.url)
+        return Served(resource, located.stale)
 
 
 def _memo(entry: Entry, key: Any, build: Any) -> Body:
