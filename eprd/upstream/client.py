@@ -43,9 +43,9 @@ import email.utils
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import aiohttp
 import orjson
@@ -53,6 +53,8 @@ import tenacity
 from multidict import CIMultiDictProxy
 
 log = logging.getLogger("eprd.upstream")
+
+T = TypeVar("T")
 
 # Outcome labels of Observer.request, one per attempt (a bounded set: they become metric labels).
 OK = "ok"  # a final answer (any status the caller takes, 404 included)
@@ -232,6 +234,23 @@ class Upstream:
 
     # --- calls --------------------------------------------------------------------------------
 
+    async def _call(
+        self, url: str, deadline: float | None, attempt: Callable[[float, float], Awaitable[T]]
+    ) -> T:
+        """``attempt(started, budget)`` until one succeeds or the policy gives up."""
+        budget = self.deadline if deadline is None else deadline
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(budget):
+                async for state in self._retrying(started, budget):
+                    with state:
+                        return await attempt(started, budget)
+        except _Retryable as err:
+            raise UpstreamUnavailable(url, err.reason, err.status) from None
+        except TimeoutError:
+            raise UpstreamUnavailable(url, f"no answer within {budget:g}s") from None
+        raise AssertionError("unreachable")  # tenacity either returns or reraises
+
     async def get_json(
         self,
         url: str,
@@ -241,19 +260,12 @@ class Upstream:
         deadline: float | None = None,
     ) -> JsonReply:
         """GET ``url`` and decode its JSON body, retrying as the module docstring says."""
-        budget = self.deadline if deadline is None else deadline
-        started = time.monotonic()
         session = self.session()
-        try:
-            async with asyncio.timeout(budget):
-                async for attempt in self._retrying(started, budget):
-                    with attempt:
-                        return await self._json_attempt(session, url, component, headers, started, budget)
-        except _Retryable as err:
-            raise UpstreamUnavailable(url, err.reason, err.status) from None
-        except TimeoutError:
-            raise UpstreamUnavailable(url, f"no answer within {budget:g}s") from None
-        raise AssertionError("unreachable")  # tenacity either returns or reraises
+        return await self._call(
+            url,
+            deadline,
+            lambda started, budget: self._json_attempt(session, url, component, headers, started, budget),
+        )
 
     async def _json_attempt(
         self,
@@ -264,49 +276,34 @@ class Upstream:
         started: float,
         budget: float,
     ) -> JsonReply:
-        began = time.monotonic()
-        outcome = ERROR_OTHER
-        try:
-            with self.observer.span(component, "GET", url):
-                async with session.get(
-                    url,
-                    headers={"Accept": "application/json", **(headers or {})},
-                    timeout=self._timeout(started, budget, total=True),
-                    allow_redirects=True,
-                ) as resp:
-                    status = resp.status
-                    if retryable_status(status):
-                        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                        raise _Retryable(ERROR_STATUS, f"status {status}", status, retry_after)
-                    if not 200 <= status <= 299:
-                        outcome = OK
-                        raise UpstreamStatus(url, f"status {status}", status)
-                    if not is_json(resp.headers.get("Content-Type", "")):
-                        raise _Retryable(
-                            ERROR_BODY, f"not JSON ({resp.headers.get('Content-Type', 'no type')})", status
-                        )
-                    body = await resp.read()
-                    try:
-                        value = orjson.loads(body)
-                    except orjson.JSONDecodeError as err:
-                        raise _Retryable(ERROR_BODY, f"invalid JSON: {err}", status) from None
-                    outcome = OK
-                    return JsonReply(value, resp.headers)
-        except _Retryable as err:
-            outcome = err.kind
-            raise
-        except asyncio.CancelledError:
-            outcome = CANCELLED
-            raise
-        except TimeoutError:
-            outcome = ERROR_TIMEOUT
-            raise _Retryable(ERROR_TIMEOUT, f"no answer within {self.timeout:g}s") from None
-        except aiohttp.ClientError as err:
-            outcome = ERROR_CONNECTION
-            # Refused or reset connections, truncated bodies (ClientPayloadError), bad answers.
-            raise _Retryable(ERROR_CONNECTION, f"{type(err).__name__}: {err}") from None
-        finally:
-            self.observer.request(component, outcome, time.monotonic() - began)
+        with (
+            _Attempt(self.observer, component, self.timeout) as attempt,
+            self.observer.span(component, "GET", url),
+        ):
+            async with session.get(
+                url,
+                headers={"Accept": "application/json", **(headers or {})},
+                timeout=self._timeout(started, budget, total=True),
+                allow_redirects=True,
+            ) as resp:
+                status = resp.status
+                if retryable_status(status):
+                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                    raise _Retryable(ERROR_STATUS, f"status {status}", status, retry_after)
+                if not 200 <= status <= 299:
+                    attempt.outcome = OK
+                    raise UpstreamStatus(url, f"status {status}", status)
+                if not is_json(resp.headers.get("Content-Type", "")):
+                    raise _Retryable(
+                        ERROR_BODY, f"not JSON ({resp.headers.get('Content-Type', 'no type')})", status
+                    )
+                body = await resp.read()
+                try:
+                    value = orjson.loads(body)
+                except orjson.JSONDecodeError as err:
+                    raise _Retryable(ERROR_BODY, f"invalid JSON: {err}", status) from None
+                attempt.outcome = OK
+                return JsonReply(value, resp.headers)
 
     @asynccontextmanager
     async def stream(
@@ -322,20 +319,12 @@ class Upstream:
         Retries (connection errors, 429, 5xx but 501) happen only before the response is
         handed over. Any other status is handed over as it is.
         """
-        budget = self.deadline if deadline is None else deadline
-        started = time.monotonic()
         session = self.session()
-        resp: aiohttp.ClientResponse | None = None
-        try:
-            async with asyncio.timeout(budget):
-                async for attempt in self._retrying(started, budget):
-                    with attempt:
-                        resp = await self._stream_attempt(session, url, component, headers, started, budget)
-        except _Retryable as err:
-            raise UpstreamUnavailable(url, err.reason, err.status) from None
-        except TimeoutError:
-            raise UpstreamUnavailable(url, f"no answer within {budget:g}s") from None
-        assert resp is not None
+        resp = await self._call(
+            url,
+            deadline,
+            lambda started, budget: self._stream_attempt(session, url, component, headers, started, budget),
+        )
         try:
             yield resp
         finally:
@@ -353,9 +342,7 @@ class Upstream:
         started: float,
         budget: float,
     ) -> aiohttp.ClientResponse:
-        began = time.monotonic()
-        outcome = ERROR_OTHER
-        try:
+        with _Attempt(self.observer, component, self.timeout) as attempt:
             with self.observer.span(component, "GET", url):
                 resp = await session.get(
                     url,
@@ -369,22 +356,38 @@ class Upstream:
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                 resp.release()
                 raise _Retryable(ERROR_STATUS, f"status {resp.status}", resp.status, retry_after)
-            outcome = OK
+            attempt.outcome = OK
             return resp
-        except _Retryable as err:
-            outcome = err.kind
-            raise
-        except asyncio.CancelledError:
-            outcome = CANCELLED
-            raise
-        except TimeoutError:
-            outcome = ERROR_TIMEOUT
-            raise _Retryable(ERROR_TIMEOUT, f"no answer within {self.timeout:g}s") from None
-        except aiohttp.ClientError as err:
-            outcome = ERROR_CONNECTION
-            raise _Retryable(ERROR_CONNECTION, f"{type(err).__name__}: {err}") from None
+
+
+class _Attempt:
+    """One attempt: its failure classified (worth retrying or final) and its outcome reported once."""
+
+    def __init__(self, observer: Observer, component: str, timeout: float) -> None:
+        self.observer = observer
+        self.component = component
+        self.timeout = timeout
+        self.outcome = ERROR_OTHER  # what an exception not classified below reports
+
+    def __enter__(self) -> _Attempt:
+        self.began = time.monotonic()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: object) -> None:
+        try:
+            if isinstance(err, _Retryable):
+                self.outcome = err.kind
+            elif isinstance(err, asyncio.CancelledError):
+                self.outcome = CANCELLED
+            elif isinstance(err, TimeoutError):
+                self.outcome = ERROR_TIMEOUT
+                raise _Retryable(ERROR_TIMEOUT, f"no answer within {self.timeout:g}s") from None
+            elif isinstance(err, aiohttp.ClientError):
+                self.outcome = ERROR_CONNECTION
+                # Refused or reset connections, truncated bodies (ClientPayloadError), bad answers.
+                raise _Retryable(ERROR_CONNECTION, f"{type(err).__name__}: {err}") from None
         finally:
-            self.observer.request(component, outcome, time.monotonic() - began)
+            self.observer.request(self.component, self.outcome, time.monotonic() - self.began)
 
 
 async def read_exactly(resp: aiohttp.ClientResponse, limit: int | None = None) -> bytes:
