@@ -40,12 +40,14 @@ class Indexed:
 class Body:
     """A ready JSON response body with its strong ETag; the gzip variant is made once, on demand."""
 
-    __slots__ = ("_gzip", "data", "etag")
+    __slots__ = ("_gzip", "data", "etag", "headers")
 
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.etag = '"' + hashlib.blake2b(data, digest_size=12).hexdigest() + '"'
         self._gzip: bytes | None = None
+        # The HTTP layer's header sets for this body, made on first use (eprd.http.responses).
+        self.headers: dict[Any, Any] = {}
 
     @property
     def gzip_etag(self) -> str:

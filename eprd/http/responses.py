@@ -58,21 +58,40 @@ def _text_bytes(message: str) -> bytes:
 def json_response(request: web.Request, body: Body, seconds: float) -> web.Response:
     """A JSON body with a strong ETag, gzip when the client accepts it, 304 when it is unchanged."""
     use_gzip = _accepts_gzip(request.headers.get("Accept-Encoding", ""))
-    etag = body.gzip_etag if use_gzip else body.etag
-    common = (*cache_headers(seconds), ("ETag", etag), ("Vary", "Accept-Encoding"), CORS)
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match and _etag_listed(if_none_match, (body.etag, body.gzip_etag)):
-        return web.Response(status=304, headers=CIMultiDict(common))
-    if use_gzip:
-        headers = CIMultiDict((*common, _JSON, ("Content-Encoding", "gzip")))
-        return web.Response(body=body.gzipped(), headers=headers)
-    return web.Response(body=body.data, headers=CIMultiDict((*common, _JSON)))
+        return web.Response(status=304, headers=_json_headers(body, seconds, use_gzip, modified=False))
+    headers = _json_headers(body, seconds, use_gzip)
+    return web.Response(body=body.gzipped() if use_gzip else body.data, headers=headers)
+
+
+def _json_headers(body: Body, seconds: float, use_gzip: bool, modified: bool = True) -> CIMultiDict[str]:
+    """The headers of a JSON answer, made once per body and variant.
+
+    aiohttp copies a multidict it is given cheaply, so a ready one per body saves building
+    the header set (and hashing its names) on every request.
+    """
+    key = (seconds, use_gzip, modified)
+    headers = body.headers.get(key)
+    if headers is None:
+        etag = body.gzip_etag if use_gzip else body.etag
+        common = (*cache_headers(seconds), ("ETag", etag), ("Vary", "Accept-Encoding"), CORS)
+        if not modified:
+            headers = CIMultiDict(common)
+        elif use_gzip:
+            headers = CIMultiDict((*common, _JSON, ("Content-Encoding", "gzip")))
+        else:
+            headers = CIMultiDict((*common, _JSON))
+        body.headers[key] = headers
+    return headers
 
 
 _JSON = ("Content-Type", "application/json")
 
 
+@functools.lru_cache(maxsize=256)
 def _accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding value allows gzip (memoised: clients send few distinct values)."""
     for item in accept_encoding.split(","):
         coding, _, params = item.strip().partition(";")
         if coding.strip().lower() in ("gzip", "*"):
