@@ -147,12 +147,6 @@ class AccessLog:
         if self._constant is None:
             self._constant = _constant_parts(self.extra)
         head, middle, tail = self._constant
-        host = request.host or ""
-        domain, sep, port = host.rpartition(":")
-        if not sep or "]" in port:
-            domain, port = host, ""
-        port_number = _go_atoi(port) if port else None
-        remote = request.remote or ""
         query = request.raw_path.partition("?")[2]
         headers = request.headers
         referer = headers.get("Referer")
@@ -165,17 +159,38 @@ class AccessLog:
                 (b',"referer":' + dumps(referer)) if referer else b"",
                 b'},"response":{"code":%d,"status_code":%d,"body":{"bytes":%d}}},"url":{"path":'
                 % (response.status, response.status, size),
-                dumps(request.path), b',"domain":', dumps(domain),
-                (b',"port":%d' % port_number) if port_number else b"",
+                dumps(request.path), _host_part(request.host or ""),
                 (b',"query":' + dumps(query)) if query else b"",
-                b'},"source":{"address":', dumps(remote), b',"ip":' if _is_ip(remote) else b',"domain":',
-                dumps(remote), b'},"event":{"duration":%d}' % duration_ns, middle,
+                _source_part(request.remote or ""), b',"event":{"duration":%d}' % duration_ns, middle,
                 (b',"user_agent":{"original":' + dumps(agent) + b"}") if agent else b"",
                 tail,
             ]  # fmt: skip
         except (orjson.JSONEncodeError, TypeError):
             return None
         return b"".join(parts)
+
+
+# Memoised: a registry sees few distinct Host headers and client addresses (a bounded cache, so
+# many distinct ones only cost their encoding). orjson's error for a string that is not valid
+# Unicode passes through to _ecs_line, which then lets ``write`` build the line.
+
+
+@functools.lru_cache(maxsize=1024)
+def _host_part(host: str) -> bytes:
+    """The ``"domain"`` (and ``"port"``) members of ``url`` for a Host header, as ``write`` puts them."""
+    domain, sep, port = host.rpartition(":")
+    if not sep or "]" in port:  # no port, or the tail of an IPv6 literal
+        domain, port = host, ""
+    port_number = _go_atoi(port) if port else None
+    return b',"domain":' + orjson.dumps(domain) + ((b',"port":%d' % port_number) if port_number else b"")
+
+
+@functools.lru_cache(maxsize=1024)
+def _source_part(remote: str) -> bytes:
+    """The ``source`` member for a client address, closing ``url`` before it."""
+    encoded = orjson.dumps(remote)
+    kind = b',"ip":' if _is_ip(remote) else b',"domain":'
+    return b'},"source":{"address":' + encoded + kind + encoded + b"}"
 
 
 def safe_text(text: str) -> str:
