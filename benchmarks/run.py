@@ -309,10 +309,22 @@ def run_wrk(
 
 
 class Eprd:
-    """One eprd process on a free port, its stderr in a log file."""
+    """One eprd process on a free port, its stderr in a log file.
+
+    ``cwd``, ``env`` and ``revision`` default to this checkout, the current environment and its
+    commit; benchmarks/compare.py passes another checkout (a git worktree on ``PYTHONPATH``).
+    """
 
     def __init__(
-        self, config: str, cache_dir: Path, name: str, log_level: str = "warn", extra: list[str] | None = None
+        self,
+        config: str,
+        cache_dir: Path,
+        name: str,
+        log_level: str = "warn",
+        extra: list[str] | None = None,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        revision: str | None = None,
     ) -> None:
         self.port = free_port()
         self.log_path = WORK / "logs" / f"eprd-{name}.log"
@@ -329,10 +341,12 @@ class Eprd:
             *(extra or []),
         ]  # fmt: skip
         self.args = args
-        self.revision = eprd_revision()
+        self.revision = revision or eprd_revision()
         self.log_file = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
         self.started = time.monotonic()
-        self.proc = PROCS.start(args, cwd=str(ROOT), stdout=self.log_file, stderr=subprocess.STDOUT)
+        self.proc = PROCS.start(
+            args, cwd=str(cwd or ROOT), env=env, stdout=self.log_file, stderr=subprocess.STDOUT
+        )
 
     @property
     def base(self) -> str:
