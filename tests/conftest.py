@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -108,7 +109,11 @@ def free_port() -> int:
 
 
 class EprdProcess:
-    """The ``eprd`` command running as a child process."""
+    """The ``eprd`` command running as a child process.
+
+    Its output is read as it comes (by two threads), so a child that logs a lot never blocks
+    on a full pipe; ``stderr_text()`` gives what it wrote so far, ``stop()`` all of it.
+    """
 
     def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
         self.port = free_port()
@@ -121,6 +126,14 @@ class EprdProcess:
             stderr=subprocess.PIPE,
             text=True,
         )
+        self._out: list[str] = []
+        self._err: list[str] = []
+        self._readers = [
+            threading.Thread(target=_drain, args=(stream, sink), daemon=True)
+            for stream, sink in ((self.proc.stdout, self._out), (self.proc.stderr, self._err))
+        ]
+        for reader in self._readers:
+            reader.start()
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         import urllib.request
@@ -128,7 +141,7 @@ class EprdProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"eprd exited with {self.proc.returncode}: {self.proc.stderr.read()}")
+                raise AssertionError(f"eprd exited with {self.proc.returncode}: {self.stderr_text()}")
             try:
                 with urllib.request.urlopen(self.base + "/health", timeout=1) as response:
                     if response.status == 200:
@@ -137,11 +150,53 @@ class EprdProcess:
                 time.sleep(0.05)
         raise AssertionError("eprd did not become healthy")
 
+    def stderr_text(self) -> str:
+        """What eprd wrote to stderr so far; all of it once it has exited."""
+        if self.proc.poll() is not None:
+            self._finish_reading()
+        return "".join(self._err)
+
+    def wait_exit(self, timeout: float = 60.0) -> tuple[int, str, str]:
+        """Wait for eprd to exit by itself; the exit code, stdout and stderr."""
+        self.proc.wait(timeout=timeout)
+        self._finish_reading()
+        return self.proc.returncode, "".join(self._out), "".join(self._err)
+
     def stop(self) -> tuple[int, str, str]:
+        """SIGTERM (SIGKILL after 30 s); the exit code, stdout and stderr."""
         if self.proc.poll() is None:
             self.proc.terminate()
-        out, err = self.proc.communicate(timeout=30)
-        return self.proc.returncode, out, err
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._finish_reading()
+        return self.proc.returncode, "".join(self._out), "".join(self._err)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._finish_reading()
+
+    def _finish_reading(self) -> None:
+        # A grandchild (the watch process) may hold the pipes a little longer: bounded waits.
+        for reader in self._readers:
+            reader.join(timeout=5)
+
+
+def _drain(stream: Any, sink: list[str]) -> None:
+    for line in stream:
+        sink.append(line)
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of an eprd child: this one without EPR_* and ELASTIC_APM_* settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EPR_", "ELASTIC_APM_"))}
+    env.setdefault("PYTHONPATH", str(ROOT))
+    env.update(extra or {})
+    return env
 
 
 @pytest.fixture
@@ -150,18 +205,15 @@ def eprd_process(tmp_path: Path) -> Iterator[Callable[..., EprdProcess]]:
     started: list[EprdProcess] = []
 
     def start(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> EprdProcess:
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("EPR_", "ELASTIC_APM_"))}
-        full_env["EPR_CACHE_DIR"] = str(tmp_path / "cache")
-        full_env.update(env or {})
-        process = EprdProcess(args, full_env, cwd or tmp_path)
+        process = EprdProcess(
+            args, child_env({"EPR_CACHE_DIR": str(tmp_path / "cache"), **(env or {})}), cwd or tmp_path
+        )
         started.append(process)
         return process
 
     yield start
     for process in started:
-        if process.proc.poll() is None:
-            process.proc.kill()
-            process.proc.communicate()
+        process.kill()
 
 
 def copy_tree(src: Path, dst: Path) -> Path:

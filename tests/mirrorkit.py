@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests import pkgfactory as pf
-from tests.conftest import ROOT
+from tests.conftest import ROOT, child_env
 
 
 class Signer:
@@ -98,7 +98,7 @@ class MirrorRun:
 
 async def run_mirror(*args: str | Path, timeout: float = 120.0) -> MirrorRun:
     """``python -m eprd mirror ARGS`` as a child process (output not a terminal: plain lines)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EPR_", "ELASTIC_APM_"))}
+    env = child_env()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

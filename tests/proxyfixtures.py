@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,49 +20,18 @@ from eprd.indexers.proxy.pulled import PulledFiles
 from eprd.model.package import LoadOptions
 from eprd.upstream.client import Upstream
 from tests import pkgfactory as pf
-from tests.conftest import ROOT, TESTDATA, free_port, local_registry
+from tests.conftest import TESTDATA, EprdProcess, child_env, local_registry
 
 
-class Process:
-    """``python -m eprd`` on a loopback port (module-scoped, unlike conftest's eprd_process)."""
+class Process(EprdProcess):
+    """``python -m eprd`` on a loopback port, for module-scoped fixtures (``eprd_process`` is per test)."""
 
     def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("EPR_", "ELASTIC_APM_"))}
-        full_env.setdefault("PYTHONPATH", str(ROOT))
-        full_env.update(env or {})
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "eprd", "-address", f"127.0.0.1:{self.port}", *args],
-            cwd=cwd,
-            env=full_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        super().__init__(args, child_env(env), cwd)
 
     def wait_healthy(self, timeout: float = 60.0) -> Process:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"eprd exited with {self.proc.returncode}: {self.proc.stderr.read()}")
-            try:
-                with urllib.request.urlopen(self.base + "/health", timeout=1) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("eprd did not become healthy")
-
-    def stop(self) -> tuple[int, str]:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            _, err = self.proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-        return self.proc.returncode, err
+        super().wait_healthy(timeout)
+        return self
 
 
 def write_config(folder: Path, package_paths: list[Path]) -> Path:

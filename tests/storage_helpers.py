@@ -100,7 +100,7 @@ def wait_until(check: Callable[[], bool], process: EprdProcess | None = None, ti
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.proc.poll() is not None:
-            raise AssertionError(f"eprd exited with {process.proc.returncode}: {process.proc.stderr.read()}")
+            raise AssertionError(f"eprd exited with {process.proc.returncode}: {process.stderr_text()}")
         if check():
             return
         time.sleep(0.1)

@@ -87,7 +87,7 @@ async def wait_healthy(process, http: aiohttp.ClientSession) -> None:
     deadline = loop.time() + DEADLINE
     while loop.time() < deadline:
         if process.proc.poll() is not None:
-            raise AssertionError(f"eprd exited with {process.proc.returncode}: {process.proc.stderr.read()}")
+            raise AssertionError(f"eprd exited with {process.proc.returncode}: {process.stderr_text()}")
         try:
             async with http.get(process.base + "/health") as response:
                 if response.status == 200:
@@ -112,7 +112,7 @@ async def stop(process) -> tuple[int, str]:
     """SIGTERM, then wait without blocking the loop (the agent flushes to the receiver on exit)."""
     process.proc.terminate()
     code = await asyncio.to_thread(process.proc.wait, 30)
-    return code, process.proc.stderr.read()
+    return code, process.stderr_text()
 
 
 def apm_env(server: TestServer, **extra: str) -> dict[str, str]:

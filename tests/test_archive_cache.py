@@ -187,7 +187,7 @@ async def test_concurrent_first_downloads_from_the_eprd_process_with_a_tiny_cach
 async def wait_healthy(process, http: aiohttp.ClientSession, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert process.proc.poll() is None, process.proc.stderr.read()
+        assert process.proc.poll() is None, process.stderr_text()
         with contextlib.suppress(aiohttp.ClientError):
             async with http.get(process.base + "/health") as response:
                 if response.status == 200:

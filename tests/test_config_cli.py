@@ -22,9 +22,7 @@ IDENTITY = {"Accept-Encoding": "identity"}  # bodies as sent, never compressed
 
 def run_to_exit(eprd_process, args: list[str], env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """Run eprd until it exits by itself; returns (exit code, stdout, stderr)."""
-    process = eprd_process(args, env)
-    out, err = process.proc.communicate(timeout=60)
-    return process.proc.returncode, out, err
+    return eprd_process(args, env).wait_exit(timeout=60)
 
 
 def lenient_collection(tmp_path: Path) -> dict[str, Path]:

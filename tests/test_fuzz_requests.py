@@ -37,7 +37,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import TESTDATA, free_port, write_config
+from tests.conftest import TESTDATA, child_env, free_port, write_config
 from tests.rawhttp import RawReply, SyncConnection, request_bytes
 
 REQUESTS = int(os.environ.get("EPRD_FUZZ_REQUESTS", "1000"))
@@ -63,8 +63,7 @@ class Server:
         self.log_path = root / "eprd.log"
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("EPR_", "ELASTIC_APM_"))}
-        env["EPR_CACHE_DIR"] = str(root / "cache")
+        env = child_env({"EPR_CACHE_DIR": str(root / "cache")})
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             [

@@ -16,15 +16,15 @@ from pathlib import Path
 import pytest
 
 from tests import pkgfactory as pf
-from tests.conftest import EprdProcess, write_config
+from tests.conftest import EprdProcess, child_env, write_config
 from tests.mirrorkit import CATALOG, Pkg, Signer, kibana, run_mirror, visible, write_packages
 
 
 def _start_eprd(folder: Path, cache: Path, *extra: str) -> EprdProcess:
     config = write_config(folder.parent / f"{folder.name}.yml", [folder])
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EPR_", "ELASTIC_APM_"))}
-    env["EPR_CACHE_DIR"] = str(cache)
-    process = EprdProcess(["-config", str(config), *extra], env, folder.parent)
+    process = EprdProcess(
+        ["-config", str(config), *extra], child_env({"EPR_CACHE_DIR": str(cache)}), folder.parent
+    )
     process.wait_healthy()
     return process
 

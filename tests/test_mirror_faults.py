@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests import pkgfactory as pf
-from tests.conftest import ROOT, EprdProcess, write_config
+from tests.conftest import ROOT, EprdProcess, child_env, write_config
 from tests.mirrorkit import FaultyUpstream, Signer, run_mirror, visible
 
 
@@ -217,9 +217,9 @@ async def test_a_watcher_on_dir_never_sees_a_partial_file(
     dest.mkdir()
     # a live-reloading eprd serving DIR, signatures required (its default)
     config = write_config(tmp_path / "served.yml", [dest])
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EPR_", "ELASTIC_APM_"))}
-    env["EPR_CACHE_DIR"] = str(tmp_path / "cache")
-    served = EprdProcess(["-config", str(config)], env, tmp_path)
+    served = EprdProcess(
+        ["-config", str(config)], child_env({"EPR_CACHE_DIR": str(tmp_path / "cache")}), tmp_path
+    )
     poller = DirectoryPoller(dest)
     try:
         served.wait_healthy()

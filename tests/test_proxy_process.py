@@ -85,7 +85,7 @@ def test_elastic_package_style_start_with_zero_local_packages(tmp_path: Path, up
         # urllib follows the 301 to the upstream's signature
         assert status == 200
     finally:
-        code, err = proxy.stop()
+        code, _, err = proxy.stop()
     assert code == 0, err
     assert "No local packages found, serving the packages of -proxy-to" in err
 
@@ -114,7 +114,7 @@ def test_restart_with_upstream_down_serves_cached_answers(tmp_path: Path) -> Non
         # Local packages are served as ever.
         assert get(proxy.base + "/package/local_only/1.0.0/")[0] == 200
     finally:
-        code, err = proxy.stop()
+        code, _, err = proxy.stop()
     assert code == 0, err
 
 
@@ -139,7 +139,7 @@ def test_pull_through_and_metrics_of_a_process(tmp_path: Path, upstream_eprd: Pr
         _, _, scraped = get(f"http://127.0.0.1:{metrics_port}/metrics")
         text = scraped.decode()
     finally:
-        code, err = proxy.stop()
+        code, _, err = proxy.stop()
     assert code == 0, err
     assert 'epr_storage_requests_total{component="artifacts",location="remote"} 1.0' in text
     assert 'eprd_upstream_requests_total{component="package",outcome="ok"} 1.0' in text

@@ -137,7 +137,7 @@ def test_sigterm_lets_a_slow_download_finish_then_exits_zero(eprd_process, tmp_p
     assert len(body) == BIG
     assert hashlib.sha256(body).digest() == hashlib.sha256(content).digest()
     code = process.proc.wait(timeout=DEADLINE)  # by itself: the one SIGTERM was enough
-    err = process.proc.stderr.read()
+    err = process.stderr_text()
     assert code == 0, err
     for port in (api_port, metrics_port, pprof_port):
         assert refused(port), port
@@ -163,7 +163,7 @@ def test_a_stalled_download_is_cut_after_the_shutdown_timeout(eprd_process, tmp_
     download.read(64 * 1024)
     process.proc.terminate()
     code = process.proc.wait(timeout=DEADLINE)  # while the client reads nothing
-    assert code == 0, process.proc.stderr.read()
+    assert code == 0, process.stderr_text()
     with pytest.raises(AssertionError, match="connection closed after"):
         download.read(BIG)
     assert len(download.body) < BIG
@@ -260,7 +260,7 @@ def https_get(port: int, path: str, context: ssl.SSLContext) -> tuple[int, bytes
 def wait_https(process, context: ssl.SSLContext) -> None:
     def healthy() -> bool:
         if process.proc.poll() is not None:
-            raise AssertionError(f"eprd exited with {process.proc.returncode}: {process.proc.stderr.read()}")
+            raise AssertionError(f"eprd exited with {process.proc.returncode}: {process.stderr_text()}")
         try:
             return https_get(process.port, "/health", context)[0] == 200
         except OSError:

@@ -190,16 +190,14 @@ def test_a_busy_port_fails_the_start(eprd_process, tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         process = eprd_process(["-config", str(config), "-workers", "2", "-address", f"127.0.0.1:{port}"])
-        _, err = process.proc.communicate(timeout=DEADLINE)
-        code = process.proc.returncode
+        code, _, err = process.wait_exit(timeout=DEADLINE)
     assert code == 1
     assert "Init failed: cannot listen on" in err
 
 
 def test_workers_must_be_positive(eprd_process, tmp_path: Path) -> None:
     process = eprd_process(["-workers", "0"])
-    _, err = process.proc.communicate(timeout=DEADLINE)
-    code = process.proc.returncode
+    code, _, err = process.wait_exit(timeout=DEADLINE)
     assert code == 2
     assert "workers must be greater than 0" in err
 
@@ -212,8 +210,8 @@ def test_a_worker_that_cannot_start_stops_the_group(eprd_process, tmp_path: Path
         ["-config", str(config), "-workers", "2", "-favicon", str(tmp_path / "missing.ico")],
         {"EPR_REQUIRE_PACKAGE_SIGNATURES": "false"},
     )
-    _, err = process.proc.communicate(timeout=DEADLINE)
-    assert process.proc.returncode == 1, err
+    code, _, err = process.wait_exit(timeout=DEADLINE)
+    assert code == 1, err
     assert "Init failed: cannot read -favicon" in err
     assert "could not start; stopping every worker" in err
     assert "exited unexpectedly" not in err  # not restarted over and over
