@@ -177,6 +177,31 @@ class HttpFamilies(Collector):
         yield from (requests, duration, request_size, response_size)
 
 
+class _Families:
+    """Declares prometheus-client families in one registry under one namespace."""
+
+    def __init__(self, registry: CollectorRegistry, namespace: str) -> None:
+        self.registry = registry
+        self.namespace = namespace
+
+    def gauge(self, name: str, documentation: str, labels: tuple[str, ...] = ()) -> Gauge:
+        return Gauge(name, documentation, labels, namespace=self.namespace, registry=self.registry)
+
+    def counter(self, name: str, documentation: str, labels: tuple[str, ...] = ()) -> Counter:
+        return Counter(name, documentation, labels, namespace=self.namespace, registry=self.registry)
+
+    def histogram(
+        self,
+        name: str,
+        documentation: str,
+        labels: tuple[str, ...] = (),
+        buckets: tuple[float, ...] = GO_DEFAULT_BUCKETS,  # the reference's histograms use Go's defaults
+    ) -> Histogram:
+        return Histogram(
+            name, documentation, labels, namespace=self.namespace, registry=self.registry, buckets=buckets
+        )
+
+
 class Metrics:
     """The metric families of one eprd process, registered in a private CollectorRegistry."""
 
@@ -190,128 +215,83 @@ class Metrics:
         PlatformCollector(registry=r)
         GCCollector(registry=r)
 
-        self.service_info = Gauge(
-            "service_info",
-            "Version information about this binary",
-            ("version", "instance"),
-            namespace="epr",
-            registry=r,
+        epr, own = _Families(r, "epr"), _Families(r, "eprd")  # the reference's series, and eprd's own
+        self.service_info = epr.gauge(
+            "service_info", "Version information about this binary", ("version", "instance")
         )
         self.service_info.labels(version, instance or instance_name()).set(1)
-        self.indexed_packages = Gauge(
+        self.indexed_packages = epr.gauge(
             "number_indexed_packages",
             "A gauge for number of indexed packages (package versions loaded at start-up)",
-            namespace="epr",
-            registry=r,
         )
-        self.storage_requests = Counter(
+        self.storage_requests = epr.counter(
             "storage_requests_total",
             "A counter for requests performed to the storage",
             ("location", "component"),
-            namespace="epr",
-            registry=r,
         )
         # "remote" series appear once a storage package's resource is served.
         self.storage = {(c, "local"): self.storage_requests.labels("local", c) for c in STORAGE_COMPONENTS}
-        self.indexer_get = Histogram(
+        self.indexer_get = epr.histogram(
             "indexer_get_duration_seconds",
             "A histogram of latencies for get processes run by the indexer",
             ("indexer",),
-            namespace="epr",
-            registry=r,
-            buckets=GO_DEFAULT_BUCKETS,
         )
-        self.storage_update_success = Counter(
+        self.storage_update_success = epr.counter(
             "storage_indexer_update_index_success_total",
             "A counter for all the update index processes that finished successfully",
-            namespace="epr",
-            registry=r,
         )
-        self.storage_update_error = Counter(
+        self.storage_update_error = epr.counter(
             "storage_indexer_update_index_error_total",
             "A counter for all the update index processes that finished with error",
-            namespace="epr",
-            registry=r,
         )
-        self.storage_update_duration = Histogram(
+        self.storage_update_duration = epr.histogram(
             "storage_indexer_update_index_duration_seconds",
             "A histogram of latencies for update index processes run by the storage indexer",
-            namespace="epr",
-            registry=r,
-            buckets=GO_DEFAULT_BUCKETS,
         )
         self.http = HttpFamilies()
         r.register(self.http)
 
-        # eprd's own: outgoing calls of the shared upstream client (eprd.upstream).
-        self.upstream_requests = Counter(
+        # Outgoing calls of the shared upstream client (eprd.upstream), and proxy mode.
+        self.upstream_requests = own.counter(
             "upstream_requests_total",
             "Attempts of calls to upstream servers, by component and outcome",
             ("component", "outcome"),
-            namespace="eprd",
-            registry=r,
         )
-        self.upstream_duration = Histogram(
+        self.upstream_duration = own.histogram(
             "upstream_request_duration_seconds",
             "Duration of attempts of calls to upstream servers",
             ("component",),
-            namespace="eprd",
-            registry=r,
-            buckets=GO_DEFAULT_BUCKETS,
         )
-
-        self.proxy_stale_answers = Counter(
+        self.proxy_stale_answers = own.counter(
             "proxy_stale_answers_total",
             "Proxy mode answers built from a stale upstream answer because the upstream failed",
             ("component",),
-            namespace="eprd",
-            registry=r,
         )
 
-        # eprd's own: the live snapshot and its rebuilds.
-        self.packages_served = Gauge(
-            "packages_served", "Package versions the current snapshot serves", namespace="eprd", registry=r
+        # The live snapshot and its rebuilds.
+        self.packages_served = own.gauge("packages_served", "Package versions the current snapshot serves")
+        self.rejected = own.gauge(
+            "rejected_package_versions", "Package versions currently left out because they are invalid"
         )
-        self.rejected = Gauge(
-            "rejected_package_versions",
-            "Package versions currently left out because they are invalid",
-            namespace="eprd",
-            registry=r,
+        self.rejections = own.counter(
+            "package_rejections_total", "Invalid package versions found, at start-up and on every reload"
         )
-        self.rejections = Counter(
-            "package_rejections_total",
-            "Invalid package versions found, at start-up and on every reload",
-            namespace="eprd",
-            registry=r,
+        self.generation = own.gauge("snapshot_generation", "Generation of the current snapshot")
+        self.built_at = own.gauge(
+            "snapshot_build_timestamp_seconds", "When the current snapshot was built (Unix time)"
         )
-        self.generation = Gauge(
-            "snapshot_generation", "Generation of the current snapshot", namespace="eprd", registry=r
+        self.rebuilds = own.counter(
+            "snapshot_rebuilds_total", "Snapshots rebuilt and swapped in by the package path watcher"
         )
-        self.built_at = Gauge(
-            "snapshot_build_timestamp_seconds",
-            "When the current snapshot was built (Unix time)",
-            namespace="eprd",
-            registry=r,
-        )
-        self.rebuilds = Counter(
-            "snapshot_rebuilds_total",
-            "Snapshots rebuilt and swapped in by the package path watcher",
-            namespace="eprd",
-            registry=r,
-        )
-        self.rebuild_duration = Histogram(
+        self.rebuild_duration = own.histogram(
             "snapshot_rebuild_duration_seconds",
             "Time from a batch of file changes to the new snapshot being served",
-            namespace="eprd",
-            registry=r,
             buckets=REBUILD_BUCKETS,
         )
-        self.task_restarts = Counter(
+        self.task_restarts = own.counter(
             "background_task_restarts_total",
             "Background tasks (the package path watcher, ...) that failed and were restarted",
             ("task",),
-            namespace="eprd",
-            registry=r,
         )
 
     # --- wiring -------------------------------------------------------------------------------
