@@ -88,6 +88,7 @@ class Side:
     checkout: Path
     dirty: list[str] = field(default_factory=list)  # uncommitted files under eprd/ (working tree only)
     eprd_file: str = ""
+    log_level: str = "warn"  # -log-level; info measures the access log too
 
     @property
     def label(self) -> str:
@@ -104,7 +105,7 @@ class Side:
             meta["config"],
             cache_dir,
             f"ab-{self.name}-{name}",
-            log_level="warn",
+            log_level=self.log_level,
             cwd=self.checkout,
             env=self.env(),
             revision=self.label,
@@ -551,6 +552,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--warmup", type=float, help="seconds of wrk before each measured run (default 2; quick 1)"
     )
     parser.add_argument("--only", default="startup,throughput", help="phases (default startup,throughput)")
+    parser.add_argument(
+        "--log-level", default="warn", help="eprd's -log-level (default warn; info: with the access log)"
+    )
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
@@ -597,6 +601,7 @@ def main(argv: list[str] | None = None) -> int:
     # Before anything runs (and before compare.json is written): a wrong ref or environment stops here.
     sides = [worktree("base", opts.base), worktree("head", opts.head) if opts.head else working_tree()]
     for side in sides:
+        side.log_level = opts.log_level
         verify(side)
         results[side.name] = side.describe()
     started = time.monotonic()
