@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import compileall
 import hashlib
-import json
 import os
 import platform
 import re
@@ -632,17 +631,7 @@ def main(argv: list[str] | None = None) -> int:
             results["rows"] = rows(results)
         except Exception as err:  # a partial run: the JSON still has every run measured
             results["rows_error"] = repr(err)
-        Path(opts.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(opts.output).write_text(json.dumps(results, indent=2, default=str) + "\n")
-        try:
-            print(report(results))
-        except Exception as err:  # a partial run: the JSON has everything measured
-            print(f"(no complete report: {err!r})")
-        load = results["machine"]["loadavg_at_end"]
-        print(
-            f"\n{results['seconds']} s (load average at the end {load[0]:.2f}, {load[1]:.2f}); "
-            f"JSON: {opts.output}"
-        )
+        bench.write_results(results, opts.output, report)
     return status
 
 

@@ -1683,18 +1683,20 @@ def main(argv: list[str] | None = None) -> int:
         results["seconds"] = round(time.monotonic() - started, 1)
         results["machine"]["loadavg_at_end"] = os.getloadavg()
         results["assessment"] = assess(results)
-        Path(opts.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(opts.output).write_text(json.dumps(results, indent=2, default=str) + "\n")
-        try:
-            print(report(results))
-        except Exception as err:  # a partial run: the JSON has everything measured
-            print(f"(no complete report: {err!r})")
-        load = results["machine"]["loadavg_at_end"]
-        print(
-            f"\n{results['seconds']} s (load average at the end {load[0]:.2f}, {load[1]:.2f}); "
-            f"JSON: {opts.output}"
-        )
+        write_results(results, opts.output, report)
     return status
+
+
+def write_results(results: dict[str, Any], output: str, report: Callable[[dict[str, Any]], str]) -> None:
+    """Write the JSON, then print the report (as much as a partial run allows) and a closing line."""
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    Path(output).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    try:
+        print(report(results))
+    except Exception as err:  # a partial run: the JSON has everything measured
+        print(f"(no complete report: {err!r})")
+    load = results["machine"]["loadavg_at_end"]
+    print(f"\n{results['seconds']} s (load average at the end {load[0]:.2f}, {load[1]:.2f}); JSON: {output}")
 
 
 if __name__ == "__main__":

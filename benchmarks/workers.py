@@ -1,4 +1,4 @@
-"""Benchmark of issue 16: cold starts, a baked index after a copy, ``-workers 1`` vs ``2`` against nginx, RSS per N.
+"""Benchmark of issue 16: cold starts, a baked index after a copy, ``-workers 1``/``2`` vs nginx, RSS.
 
     apt-get install -y nginx-light wrk
     .venv/bin/python benchmarks/workers.py            # ~9 min on 2 cores (+2 min to generate the collections)
