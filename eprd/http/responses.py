@@ -34,10 +34,15 @@ def headers_of(*groups: tuple[tuple[str, str], ...]) -> CIMultiDict[str]:
 
 def text_error(status: int, message: str, cache: tuple[tuple[str, str], ...] = NO_CACHE) -> web.Response:
     """Go's http.Error: plain text, nosniff, message and a newline."""
-    headers = headers_of(
+    return web.Response(status=status, body=_text_bytes(message) + b"\n", headers=_error_headers(cache))
+
+
+@functools.lru_cache(maxsize=64)
+def _error_headers(cache: tuple[tuple[str, str], ...]) -> CIMultiDict[str]:
+    """The headers of a text error, made once per cache policy (aiohttp copies them cheaply)."""
+    return headers_of(
         cache, (("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff"))
     )
-    return web.Response(status=status, body=_text_bytes(message) + b"\n", headers=headers)
 
 
 def _text_bytes(message: str) -> bytes:
