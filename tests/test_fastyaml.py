@@ -132,3 +132,40 @@ def test_every_yaml_file_of_the_test_packages_reads_the_same_both_ways() -> None
             fast += 1
             assert same(value, pyyaml(path.read_text())), path
     assert fast >= len(files) * 0.9  # the reader is for the style packages are written in
+
+
+PLAIN_KEYS = {
+    "nested plain keys": ("a:\n  b:\n  - c: 1\n", True),
+    "a dotted key": ("a:\n  b.c: 1\n", False),
+    "a dotted key in a sequence": ("- a.b: 1\n", False),
+    "a number as key": ("1: x\n", False),
+    "a boolean as key": ("yes: x\n", False),
+    "a null key": ("~: x\n", False),
+    "a key that only looks numeric": ("1a: x\n", True),
+    "a flow node beyond the depth limit": (
+        "".join(f"{' ' * i}a:\n" for i in range(99)) + " " * 99 + "b: []\n",
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize("text, plain", PLAIN_KEYS.values(), ids=PLAIN_KEYS.keys())
+def test_the_reader_tells_when_dotted_keys_leave_a_document_as_it_is(text: str, plain: bool) -> None:
+    fast, _, plain_keys = fastyaml.read(text.encode())
+    assert fast
+    assert plain_keys is plain
+
+
+def test_a_flow_node_beyond_the_depth_limit_is_still_refused_by_load_config() -> None:
+    text = "".join(f"{' ' * i}a:\n" for i in range(99)) + " " * 99 + "b: []\n"
+    with pytest.raises(yamlfile.YAMLError, match="nesting deeper"):
+        yamlfile.load_config(text.encode())
+
+
+def test_documents_with_plain_keys_expand_to_themselves() -> None:
+    files = sorted(p for p in TESTDATA.rglob("*") if p.suffix in (".yml", ".yaml"))
+    texts = [p.read_bytes() for p in files] + [t.encode() for t in READ_FAST.values()]
+    for text in texts:
+        fast, value, plain_keys = fastyaml.read(text)
+        if fast and plain_keys:
+            assert yamlfile.expand_dotted(value) is value

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from eprd.model import yamlfile
@@ -69,15 +71,50 @@ def stream_doc(raw: dict[str, Any], where: str) -> dict[str, Any]:
     return doc
 
 
+@dataclass(frozen=True, slots=True)
+class _Built:
+    """A data stream built from one manifest, and what its validation needs from the manifest."""
+
+    doc: dict[str, Any]
+    ds_type: str
+    dataset: str  # as in the manifest (the document's may be the default)
+    pipeline: str  # as in the manifest
+    streams: list[dict[str, Any]]
+
+
+# Data streams built, by what they are built from (the manifest's content, the folder, the
+# package's name and release, the pipeline files): consecutive versions of a package mostly
+# carry the same data streams. Shared and read-only, like yamlfile's documents. Only what built
+# without an error is kept, so a hit raises only what validation raises, as a build would.
+_BUILT: OrderedDict[tuple[Any, ...], _Built] = OrderedDict()
+_BUILT_SIZE = 1024
+
+
 def load_data_stream(
     files: PackageFiles, listing: Listing, folder: str, package: dict[str, str], validate: bool
 ) -> dict[str, Any]:
     """The full data stream object of ``data_stream/<folder>``; raises DataStreamError."""
     base = f"data_stream/{folder}"
     try:
-        raw = yamlfile.load_config(files.read_listed(f"{base}/manifest.yml"))
-        raw = obj(raw, "") or {}
-        return _build(files, listing, base, folder, raw, package, validate)
+        body = files.read_listed(f"{base}/manifest.yml")
+        pipelines = tuple(e.path for e in listing.children(f"{base}/elasticsearch/ingest_pipeline"))
+        key = (
+            hashlib.blake2b(body, digest_size=16).digest(),
+            folder,
+            package["name"],
+            package["release"],
+            pipelines,
+        )
+        built = _BUILT.get(key)
+        if built is None:
+            raw = obj(yamlfile.load_config(body), "") or {}
+            built = _build(files, listing, base, folder, raw, package, validate, pipelines)
+            _BUILT[key] = built
+            if len(_BUILT) > _BUILT_SIZE:
+                _BUILT.popitem(last=False)
+        elif validate:
+            _validate(files, listing, base, built.ds_type, built.dataset, built.pipeline, built.streams)
+        return built.doc
     except (ManifestError, yamlfile.YAMLError, OSError) as err:
         raise DataStreamError(f"building data stream failed (path: {base}): {err}") from None
 
@@ -90,11 +127,12 @@ def _build(
     raw: dict[str, Any],
     package: dict[str, str],
     validate: bool,
-) -> dict[str, Any]:
+    pipelines: tuple[str, ...],
+) -> _Built:
     ds_type = required(raw.get("type"), "type")
     title = required(raw.get("title"), "title")
-    dataset = text(raw.get("dataset"), "dataset")
-    pipeline = text(raw.get("ingest_pipeline"), "ingest_pipeline")
+    raw_dataset = dataset = text(raw.get("dataset"), "dataset")
+    raw_pipeline = pipeline = text(raw.get("ingest_pipeline"), "ingest_pipeline")
     streams = [stream_doc(s, f"streams.{i}") for i, s in enumerate(objects(raw.get("streams"), "streams"))]
     if validate:
         _validate(files, listing, base, ds_type, dataset, pipeline, streams)
@@ -106,7 +144,6 @@ def _build(
 
     es_raw = obj(raw.get("elasticsearch"), "elasticsearch")
     es_doc = _elasticsearch_doc(es_raw) if es_raw is not None else None
-    pipelines = [e.path for e in listing.children(f"{base}/elasticsearch/ingest_pipeline")]
     has_default = any(p.rsplit("/", 1)[-1] in DEFAULT_PIPELINES for p in pipelines)
     if es_doc is not None and not es_doc.get("ingest_pipeline.name"):
         if has_default:
@@ -131,7 +168,7 @@ def _build(
     put(doc, "agent", agent_doc(raw.get("agent")), OMIT_NULL)
     put(doc, "path", folder)
     put(doc, "deprecated", deprecated_doc(raw.get("deprecated"), "deprecated"), OMIT_NULL)
-    return doc
+    return _Built(doc, ds_type, raw_dataset, raw_pipeline, streams)
 
 
 def _elasticsearch_doc(raw: dict[str, Any]) -> dict[str, Any]:

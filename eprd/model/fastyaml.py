@@ -92,20 +92,31 @@ def parse(data: bytes) -> tuple[bool, Any]:
 
     An empty document (or one of comments only) is ``(True, None)``, as PyYAML gives None.
     """
+    fast, value, _ = read(data)
+    return fast, value
+
+
+def read(data: bytes) -> tuple[bool, Any, bool]:
+    """:func:`parse`, and whether every key read is a string without a dot, nested no deeper than
+    :data:`eprd.model.limits.MAX_YAML_DEPTH` levels: then go-ucfg's expansion of dotted keys
+    (:func:`eprd.model.yamlfile.expand_dotted`) would give the document back as it is, and a
+    loader can skip walking it again.
+    """
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        return False, None
+        return False, None, False
     if _DECLINED_CHARS.search(text):
-        return False, None
+        return False, None, False
     lines = text.split("\n")
     more = len(lines) > 1 and not lines[-1]
     if more:
         lines.pop()  # what follows the last line break is not a line
+    reader = _Reader(lines, more)
     try:
-        return True, _Reader(lines, more).document()
+        return True, reader.document(), reader.plain_keys
     except (_Declined, RecursionError):
-        return False, None
+        return False, None, False
 
 
 class _Reader:
@@ -117,6 +128,7 @@ class _Reader:
         self.indent = [len(line) - len(line.lstrip(" ")) for line in lines]
         self.count = len(lines)
         self.depth = 0  # open mappings and sequences: beyond MAX_YAML_DEPTH, PyYAML reports it
+        self.plain_keys = True  # see read()
 
     def document(self) -> Any:
         i = self._content(0)
@@ -196,8 +208,12 @@ class _Reader:
             key_text = content[:end]
             if key_text[0] in _NOT_PLAIN_START or key_text[-1] == " " or " #" in key_text:
                 raise _Declined
+            if "." in key_text:
+                self.plain_keys = False
             if key_text in CONSTANTS or key_text[0] in _NUMBER_START:
                 key = scalar(key_text)
+                if type(key) is not str:
+                    self.plain_keys = False
             elif key_text == "<<":
                 raise _Declined  # merge keys
             else:
@@ -247,6 +263,8 @@ class _Reader:
         if first == "|" or first == ">":
             return self._block_scalar(i, value, owner)
         if first == "[" or first == "{":
+            if self.depth >= limits.MAX_YAML_DEPTH:
+                self.plain_keys = False  # (the flow node would be one level too deep)
             return _flow(value), i + 1
         if first in _NOT_PLAIN_START and not (first == "-" and value[1:2] not in ("", " ")):
             raise _Declined  # (a dash before anything but a space starts a plain scalar: -1)

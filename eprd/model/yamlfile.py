@@ -159,8 +159,8 @@ def _memoised(data: bytes | str, expand: bool) -> Any:
     if key in _MEMO:
         _MEMO.move_to_end(key)
         return _MEMO[key]
-    value = _parse(raw)
-    if expand:
+    value, plain_keys = _parse(raw)
+    if expand and not plain_keys:
         value = expand_dotted(value)
     _MEMO[key] = value
     if len(_MEMO) > _MEMO_SIZE:
@@ -168,13 +168,14 @@ def _memoised(data: bytes | str, expand: bool) -> Any:
     return value
 
 
-def _parse(raw: bytes) -> Any:
-    fast, value = fastyaml.parse(raw)
+def _parse(raw: bytes) -> tuple[Any, bool]:
+    """The document, and whether dotted keys would leave it as it is (False: not known)."""
+    fast, value, plain_keys = fastyaml.read(raw)
     if fast:
-        return value
+        return value, plain_keys
     try:
         node = yaml.compose(raw, Loader=_Composer)  # a CSafeLoader subclass
-        return None if node is None else _Builder().build(node)
+        return (None if node is None else _Builder().build(node)), False
     except yaml.YAMLError as err:
         raise YAMLError(str(err).replace("\n", " ")) from None
     except YAMLError:
