@@ -1,4 +1,6 @@
-from eprd.cli.main import main
+if __name__ == "__main__":
+    # Spawned processes (the loaders, the watch process) import this module as __mp_main__:
+    # they import only what they run, not the whole command line.
+    from eprd.cli.main import main
 
-if __name__ == "__main__":  # worker processes re-import this module under another name
     raise SystemExit(main())
