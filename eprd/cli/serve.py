@@ -32,13 +32,13 @@ from eprd.ops import logs
 from eprd.ops.accesslog import AccessLog
 from eprd.ops.apm import Apm, TracedCollection
 from eprd.ops.diagnostics import Diagnostics
-from eprd.ops.metrics import Metrics, make_metrics_app
 from eprd.ops.supervise import Supervisor
 from eprd.upstream.observe import OpsObserver
 
 if TYPE_CHECKING:
     from eprd.cli.member import Member
     from eprd.indexers.proxy.proxy import ProxyMode
+    from eprd.ops.metrics import Metrics
     from eprd.upstream.client import Upstream
 
 log = logging.getLogger("eprd")
@@ -218,6 +218,13 @@ async def _stop(
 # --- operations: metrics, APM and diagnostics around the API (eprd.metrics, eprd.apm, eprd.diagnostics)
 
 
+def _metrics() -> Metrics:
+    # Imported only with -metrics-address: prometheus-client is not needed otherwise.
+    from eprd.ops.metrics import Metrics
+
+    return Metrics()
+
+
 class _Operations:
     """The -metrics-address and -httpprof listeners and the APM agent of one ``_serve``."""
 
@@ -225,7 +232,7 @@ class _Operations:
         self.options = options
         self.member = member
         self.apm = Apm.from_environment(os.environ)
-        self.metrics = Metrics() if options["metrics-address"] else None
+        self.metrics = _metrics() if options["metrics-address"] else None
         self.diagnostics = Diagnostics() if options["httpprof"] else None
         self.runners: list[web.AppRunner] = []
         self.upstream: Upstream | None = None  # the shared outgoing client (proxy mode)
@@ -285,6 +292,8 @@ class _Operations:
         combined.on_rebuild.append(self.metrics.on_rebuild)
         if self.member is not None:
             return True  # the supervisor listens, and asks each worker (see Member.start_control)
+        from eprd.ops.metrics import make_metrics_app
+
         return await self._listen(make_metrics_app(self.metrics), "metrics-address", 5.0)
 
     def proxy_mode(self, options: flags.Options, archives: ArchiveStore) -> ProxyMode:

@@ -61,14 +61,6 @@ class CatalogUI:
             entry.name: entry.read_bytes() for entry in folder.iterdir() if entry.name[-3:] in (".js", "css")
         }
 
-    def install(self, app: web.Application) -> None:
-        """End the event streams first at shutdown, so open pages do not hold it up."""
-
-        async def closing(_: web.Application) -> None:
-            self.live.close()
-
-        app.on_shutdown.append(closing)
-
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Every request under /ui."""
         path = request.path
