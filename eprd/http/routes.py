@@ -15,6 +15,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import quote
 
 from aiohttp import web
@@ -40,6 +41,7 @@ from eprd.ops import accesslog
 
 log = logging.getLogger("eprd.access")
 
+R = TypeVar("R", bound=web.StreamResponse)
 Handler = Callable[["Registry", web.Request, Snapshot, tuple[str, ...]], Awaitable[web.StreamResponse]]
 
 # --- handlers -------------------------------------------------------------------------------
@@ -107,9 +109,13 @@ def _observer(registry: Registry) -> IndexerObserver:
 def _reply(request: web.Request, reply: Reply, seconds: float) -> web.Response:
     """A JSON answer; one built from a stale upstream answer says so."""
     response = json_response(request, reply.body, seconds)
-    if reply.stale:
-        for name, value in STALE_HEADERS:
-            response.headers[name] = value
+    return _marked_stale(response) if reply.stale else response
+
+
+def _marked_stale(response: R) -> R:
+    """An answer that rests on an upstream answer older than its cache time says so."""
+    for name, value in STALE_HEADERS:
+        response.headers[name] = value
     return response
 
 
@@ -250,10 +256,7 @@ async def _remote_file(
         return not_found
     cache = cache_headers(registry.config.cache_time.catch_all)
     response = resource_response(request, served.resource, cache)
-    if served.stale:
-        for header in STALE_HEADERS:
-            response.headers.add(*header)
-    return response
+    return _marked_stale(response) if served.stale else response
 
 
 # --- routing --------------------------------------------------------------------------------
