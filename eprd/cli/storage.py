@@ -6,9 +6,9 @@ import logging
 from typing import TYPE_CHECKING
 
 from eprd.cli import flags
-from eprd.indexers.storage.indexer import StorageIndexer
 
 if TYPE_CHECKING:
+    from eprd.indexers.storage.indexer import StorageIndexer
     from eprd.ops.metrics import Metrics
 
 log = logging.getLogger("eprd.storage")
@@ -21,6 +21,10 @@ def enabled(options: flags.Options) -> bool:
 
 async def start(options: flags.Options, metrics: Metrics | None) -> StorageIndexer:
     """Build the indexer and load its first index; a failure is logged and serving starts not ready."""
+    # Imported here: the object-store clients and the upstream client are for storage mode only,
+    # and eprd's spawned loader processes import this module's importers too.
+    from eprd.indexers.storage.indexer import StorageIndexer
+
     sql = options["feature-sql-storage-indexer"]
     indexer = StorageIndexer(
         options["storage-indexer-bucket-internal"],
