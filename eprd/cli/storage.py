@@ -21,8 +21,9 @@ def enabled(options: flags.Options) -> bool:
 
 async def start(options: flags.Options, metrics: Metrics | None) -> StorageIndexer:
     """Build the indexer and load its first index; a failure is logged and serving starts not ready."""
-    # Imported here: the object-store clients and the upstream client are for storage mode only,
-    # and eprd's spawned loader processes import this module's importers too.
+    # Imported here, not at the top: eprd.cli.main imports this module, every process eprd spawns
+    # (loaders, the stamp checker) imports eprd.cli.main again, and the storage indexer brings
+    # aiohttp's client, which only storage mode needs.
     from eprd.indexers.storage.indexer import StorageIndexer
 
     sql = options["feature-sql-storage-indexer"]
