@@ -169,7 +169,15 @@ def test_package_of_names_folder_and_zip_paths():
 async def test_problems_list_every_rejected_version_and_the_warnings(serve, make_registry, http, tmp_path):
     root = tmp_path / "packages"
     pkgfactory.write_dir(root, "demo", "1.0.0", manifest={"title": pkgfactory.DROP})  # rejected, not latest
-    pkgfactory.write_dir(root, "demo", "2.0.0", manifest={"categories": ["custom", "teapots"]})
+    template = {
+        "name": "kettles",
+        "title": "Kettles",
+        "description": "Boil things.",
+        "categories": ["security", "boilers"],
+        "inputs": [{"type": "logfile", "title": "Collect logs", "description": "Log files."}],
+    }
+    manifest = {"categories": ["custom", "teapots"], "policy_templates": [template]}
+    pkgfactory.write_dir(root, "demo", "2.0.0", manifest=manifest)
     pkgfactory.write_dir(root, "demo", "3.0.0", manifest={"version": "3.0.1"})  # rejected, latest
     (root / "demo" / "notes.txt").write_text("not a package\n")
     (root / "demo" / "drafts").mkdir()
@@ -186,6 +194,8 @@ async def test_problems_list_every_rejected_version_and_the_warnings(serve, make
     assert "no title set for package: demo" in rejected[0]
     assert "demo 3.0.0" in rejected[1] and "inconsistent versions" in rejected[1]
     assert any("teapots" in w and "demo 2.0.0" in w for w in warnings)
+    assert any("policy template &#39;kettles&#39; uses unknown category &#39;boilers&#39;" in w for w in warnings)
+    assert not any("security" in w for w in warnings)  # a known category is no problem
     assert any("notes.txt" in w and "unexpected file" in w for w in warnings)
     assert any("drafts" in w and "unexpected folder" in w for w in warnings)
     assert 'class="count bad">2<' in page  # the count in the navigation

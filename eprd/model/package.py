@@ -98,6 +98,12 @@ class Package:
     location: str
     signature: str | None  # filesystem path of the detached signature
     folders: int  # folders on disk (the watcher needs one inotify watch for each)
+    # What loading noticed but served anyway, in words (the catalog page's Problems).
+    warnings: tuple[str, ...] = ()
+
+
+def _strings(value: object) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 def load_package(location: str, options: LoadOptions) -> tuple[Package | PackageError, tuple[str, ...]]:
@@ -261,6 +267,7 @@ class _Loader:
             location=self.files.location,
             signature=signature,
             folders=1 + len(self.listing.dirs) if self.files.kind == "dir" else 0,
+            warnings=tuple(self._category_warnings(raw, templates)),
         )
 
     # --- validation ---------------------------------------------------------------------------
@@ -314,6 +321,22 @@ class _Loader:
                     extra={"package": name, "version": version, "category": category},
                 )
         return known
+
+    @staticmethod
+    def _category_warnings(raw: dict[str, Any], templates: list[dict[str, Any]]) -> list[str]:
+        """Categories eprd does not know: dropped from the package, kept in its policy templates."""
+        out = [
+            f"unknown category {c!r} is ignored"
+            for c in _strings(raw.get("categories"))
+            if c not in CATEGORIES
+        ]
+        for template in templates:
+            for category in template.get("categories") or ():
+                if category not in CATEGORIES:
+                    out.append(
+                        f"policy template {template.get('name', '?')!r} uses unknown category {category!r}"
+                    )
+        return out
 
     # --- manifest sections ----------------------------------------------------------------------
 

@@ -47,7 +47,6 @@ class CatalogUI:
         self.registry = registry
         self.live = live.Broadcaster(registry.snapshot)
         registry.on_swap.append(self.live.swapped)
-        self.warnings = problems.Warnings()
         self._warned: tuple[int, list[problems.Problem]] | None = None  # (generation, warnings)
         self.env = jinja2.Environment(
             loader=jinja2.PackageLoader("eprd.http.ui", "templates"),
@@ -153,7 +152,7 @@ class CatalogUI:
         warned = self._warned
         if warned is None or warned[0] != snapshot.generation:
             paths = self.registry.config.package_paths
-            found = await asyncio.to_thread(self.warnings.compute, snapshot, paths)
+            found = await asyncio.to_thread(problems.warnings, snapshot, paths)
             warned = self._warned = (snapshot.generation, found)
         return self._page(
             "problems.html",

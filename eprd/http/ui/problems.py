@@ -1,21 +1,18 @@
 """What an author needs while editing: rejected versions and warnings about served ones.
 
-Rejections are in the snapshot. Warnings are worked out here, from the served packages'
-own manifests and from the package paths, because the loader only logs them: a category
-eprd does not know (dropped from the package) and files or folders the scan ignores.
+Rejections are in the snapshot, and so are the loader's warnings about served versions (a
+category eprd does not know); files and folders the scan ignores are found here, from the
+package paths.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from eprd.catalog.snapshot import Snapshot
-from eprd.model import yamlfile
-from eprd.model.categories import CATEGORIES
-from eprd.model.package import Package
 from eprd.model.versions import is_strict
 
 _ZIP_NAME = re.compile(r"^([a-z0-9_]+)-(.+)\.zip$")
@@ -54,61 +51,20 @@ def package_of(location: str) -> str:
     return f"{parent} {base}" if parent and is_strict(base) else ""
 
 
-class Warnings:
-    """Warnings of one snapshot, worked out once per package (packages are immutable)."""
+def warnings(snapshot: Snapshot, package_paths: Sequence[str]) -> list[Problem]:
+    """What loading noticed in served packages, and what the scan skips under the package paths.
 
-    def __init__(self) -> None:
-        self._by_package: dict[int, tuple[Package, tuple[Problem, ...]]] = {}
-
-    def compute(self, snapshot: Snapshot, package_paths: Sequence[str]) -> list[Problem]:
-        """Blocking (reads manifests and lists folders): run it off the event loop."""
-        known: dict[int, tuple[Package, tuple[Problem, ...]]] = {}
-        out: list[Problem] = []
-        for _, items in snapshot.indexers:
-            for item in items:
-                package = item.package
-                cached = self._by_package.get(id(package))
-                if cached is None or cached[0] is not package:
-                    cached = (package, tuple(_category_warnings(package)))
-                known[id(package)] = cached
-                out.extend(cached[1])
-        self._by_package = known  # forget the packages no snapshot serves any more
-        out.extend(ignored_entries(package_paths))
-        out.sort(key=lambda p: (p.location, p.message))
-        return out
-
-
-def _category_warnings(package: Package) -> Iterable[Problem]:
-    files = getattr(package, "files", None)
-    if files is None:
-        return  # not read from files here (another kind of indexer)
-    try:
-        manifest = yamlfile.load_config(files.read("manifest.yml"))
-    except (OSError, ValueError):
-        return  # changed since it was loaded: the next snapshot will tell
-    if not isinstance(manifest, dict):
-        return
-    label = f"{package.name} {package.version}"
-    for category in _texts(manifest.get("categories")):
-        if category not in CATEGORIES:
-            yield Problem(label, package.location, f"unknown category {category!r} is ignored", "warning")
-    templates = manifest.get("policy_templates")
-    for template in templates if isinstance(templates, list) else ():
-        if not isinstance(template, dict):
-            continue
-        for category in _texts(template.get("categories")):
-            if category not in CATEGORIES:
-                name = template.get("name", "?")
-                yield Problem(
-                    label,
-                    package.location,
-                    f"policy template {name!r} uses unknown category {category!r}",
-                    "warning",
-                )
-
-
-def _texts(value: object) -> list[str]:
-    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+    Blocking (lists folders): run it off the event loop.
+    """
+    out = [
+        Problem(f"{item.package.name} {item.package.version}", item.package.location, message, "warning")
+        for _, items in snapshot.indexers
+        for item in items
+        for message in item.package.warnings
+    ]
+    out.extend(ignored_entries(package_paths))
+    out.sort(key=lambda p: (p.location, p.message))
+    return out
 
 
 def ignored_entries(package_paths: Sequence[str]) -> list[Problem]:
