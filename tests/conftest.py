@@ -175,6 +175,7 @@ class EprdProcess:
         return self.proc.returncode, "".join(self._out), "".join(self._err)
 
     def kill(self) -> None:
+        """SIGKILL if still running (a test's teardown), then collect its output."""
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
