@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,16 +197,31 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Options:
         explicit.add(spec.name)
 
     args = list(argv)
+    for name, value in scan(args, _BY_NAME):
+        values[name] = value
+        explicit.add(name)
+    return Options(values, frozenset(explicit))
+
+
+def scan(args: list[str], specs: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    """Go's ``flag`` syntax: each flag of ``args`` as (name, converted value), for ``specs`` by name.
+
+    Consumes ``args`` up to ``--`` (taken) or the first argument that is not a flag (left in
+    ``args``); raises FlagError or HelpRequested.
+    """
     while args:
-        arg = args.pop(0)
-        if arg == "--" or not arg.startswith("-") or arg == "-":
-            break
+        arg = args[0]
+        if not arg.startswith("-") or arg == "-":
+            return
+        args.pop(0)
+        if arg == "--":
+            return
         name, has_value, value = arg.lstrip("-").partition("=")
         if arg.startswith("---") or not name:
             raise FlagError(f"bad flag syntax: {arg}")
         if name in ("h", "help"):
             raise HelpRequested
-        spec = _BY_NAME.get(name)
+        spec = specs.get(name)
         if spec is None:
             raise FlagError(f"flag provided but not defined: -{name}")
         if not has_value:
@@ -217,11 +232,10 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Options:
             else:
                 raise FlagError(f"flag needs an argument: -{name}")
         try:
-            values[name] = convert(spec.kind, value)
+            converted = convert(spec.kind, value)
         except ValueError as err:
             raise FlagError(f"invalid value {value!r} for flag -{name}: {err}") from None
-        explicit.add(name)
-    return Options(values, frozenset(explicit))
+        yield name, converted
 
 
 def usage() -> str:

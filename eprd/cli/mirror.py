@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from eprd import __version__
-from eprd.cli.flags import FlagError, HelpRequested, convert
+from eprd.cli.flags import FlagError, HelpRequested, scan
 from eprd.mirror import fetch
 from eprd.mirror.select import Filters, SelectionError, select
 from eprd.mirror.verify import KeyRing
@@ -72,32 +72,8 @@ def parse(argv: Sequence[str]) -> dict[str, Any]:
     """Go ``flag`` syntax as the server's flags; raises FlagError or HelpRequested."""
     values: dict[str, Any] = {spec.name: spec.default for spec in FLAGS}
     args = list(argv)
-    while args:
-        arg = args.pop(0)
-        if arg == "--":
-            break
-        if not arg.startswith("-") or arg == "-":
-            raise FlagError(f"unexpected argument: {arg}")
-        name, has_value, value = arg.lstrip("-").partition("=")
-        if arg.startswith("---") or not name:
-            raise FlagError(f"bad flag syntax: {arg}")
-        if name in ("h", "help"):
-            raise HelpRequested
-        spec = _BY_NAME.get(name)
-        if spec is None:
-            raise FlagError(f"flag provided but not defined: -{name}")
-        if not has_value:
-            if spec.kind is bool:
-                value = "true"
-            elif args:
-                value = args.pop(0)
-            else:
-                raise FlagError(f"flag needs an argument: -{name}")
-        try:
-            converted = convert(spec.kind, value)
-        except ValueError as err:
-            raise FlagError(f"invalid value {value!r} for flag -{name}: {err}") from None
-        values[name] = (*values[name], converted) if spec.kind is list else converted
+    for name, value in scan(args, _BY_NAME):
+        values[name] = (*values[name], value) if _BY_NAME[name].kind is list else value
     if args:
         raise FlagError(f"unexpected argument: {args[0]}")
     _check(values)
