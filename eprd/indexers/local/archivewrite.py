@@ -15,6 +15,7 @@ import os
 import tarfile
 import time
 import zipfile
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from eprd.model.files import DirFiles, Entry, PackageFileError, PackageFiles, ZipFiles
@@ -121,21 +122,31 @@ def content_key(files: PackageFiles) -> str:
     return digest.hexdigest()
 
 
+def _contents(files: PackageFiles, skip_vanished: bool) -> Iterator[tuple[Entry, bytes]]:
+    """Each entry to archive, in order, with its content (b"" for a folder).
+
+    ``skip_vanished`` leaves out a listed file that is gone when it is read, rather than raising.
+    """
+    for entry in _entries(files):
+        if entry.is_dir:
+            yield entry, b""
+            continue
+        try:
+            body = _read(files, entry.path)
+        except FilesChanged:
+            if not skip_vanished:
+                raise
+            continue
+        yield entry, body
+
+
 def write_zip(files: PackageFiles, top: str, out: BinaryIO, *, skip_vanished: bool = False) -> None:
     """Zip a package folder as the reference does: depth-first, folders as entries, deflated.
 
     ``skip_vanished`` leaves out a listed file that is gone when it is read, rather than raising.
     """
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for entry in _entries(files):
-            body = b""
-            if not entry.is_dir:
-                try:
-                    body = _read(files, entry.path)
-                except FilesChanged:
-                    if not skip_vanished:
-                        raise
-                    continue
+        for entry, body in _contents(files, skip_vanished):
             info = zipfile.ZipInfo(
                 f"{top}/{entry.path}" + ("/" if entry.is_dir else ""), _dos_time(_mtime(files, entry.path))
             )
@@ -155,19 +166,13 @@ def write_tar_gz(files: PackageFiles, top: str, out: BinaryIO, *, skip_vanished:
         gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as packed,
         tarfile.open(fileobj=packed, mode="w", format=tarfile.PAX_FORMAT) as archive,
     ):
-        for entry in _entries(files):
+        for entry, body in _contents(files, skip_vanished):
             info = tarfile.TarInfo(f"{top}/{entry.path}")
             info.mtime = int(_mtime(files, entry.path))
             if entry.is_dir:
                 info.type = tarfile.DIRTYPE
                 info.mode = 0o755
                 archive.addfile(info)
-                continue
-            try:
-                body = _read(files, entry.path)
-            except FilesChanged:
-                if not skip_vanished:
-                    raise
                 continue
             info.size = len(body)
             info.mode = 0o644
