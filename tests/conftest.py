@@ -15,12 +15,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import BaseTestServer
 
 from eprd.catalog.snapshot import Snapshot
 from eprd.config import CacheTimes, Config
 from eprd.http.registry import Registry
-from eprd.http.server import make_app
+from eprd.http.server import ApiRunner, make_server
 from eprd.indexers.combined import build
 from eprd.indexers.local.archives import ArchiveStore
 from eprd.indexers.local.collection import Collection
@@ -76,16 +76,27 @@ def default_paths() -> list[Path]:
     return [TESTDATA / "packages", TESTDATA / "zips"]
 
 
+class ApiTestServer(BaseTestServer):
+    """aiohttp's test server around the API server eprd serves (``eprd.http.server.make_server``)."""
+
+    def __init__(self, registry: Registry, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.registry = registry
+
+    async def _make_runner(self, **kwargs: Any) -> ApiRunner:
+        return ApiRunner(make_server(self.registry))
+
+
 @pytest.fixture
 async def serve(
     make_registry: Callable[..., Registry],
 ) -> Callable[..., Awaitable[tuple[Registry, str]]]:
     """Start a real aiohttp server on a loopback port; returns (registry, base URL)."""
-    servers: list[TestServer] = []
+    servers: list[ApiTestServer] = []
 
     async def start(*args: Any, **kwargs: Any) -> tuple[Registry, str]:
         registry = kwargs.pop("registry", None) or make_registry(*args, **kwargs)
-        server = TestServer(make_app(registry), host="127.0.0.1")
+        server = ApiTestServer(registry, host="127.0.0.1")
         await server.start_server()
         servers.append(server)
         return registry, str(server.make_url("")).rstrip("/")

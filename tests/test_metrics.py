@@ -74,7 +74,7 @@ async def with_metrics(make_registry, serve) -> AsyncIterator[Callable[..., Awai
     async def start(*args, **kwargs) -> Scraped:
         registry = make_registry(*args, **kwargs)
         metrics = Metrics(instance="test-host")
-        registry.metrics = metrics  # as the CLI does for -metrics-address, before make_app
+        registry.metrics = metrics  # as the CLI does for -metrics-address, before make_server
         metrics.bind(registry)
         _, base = await serve(registry=registry)
         server = TestServer(make_metrics_app(metrics), host="127.0.0.1")

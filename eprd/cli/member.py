@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from eprd.catalog.snapshot import Snapshot
     from eprd.ops.metrics import Metrics
 
-WORKER_HEADER = "X-Eprd-Worker"  # the pid of the worker that answered (only with -workers > 1)
 METRICS_REQUEST = "metrics"
 
 
@@ -48,7 +47,9 @@ class Member:
         threading.Thread(target=answer, name="eprd-worker-control", daemon=True).start()
 
     def pid_header(self) -> Callable[[Any, Any], Any]:
-        """An aiohttp on_response_prepare callback naming this worker's pid."""
+        """An aiohttp on_response_prepare callback naming this worker's pid (side listeners' apps)."""
+        from eprd.http.server import WORKER_HEADER
+
         pid = str(os.getpid())
 
         async def add(request: Any, response: Any) -> None:

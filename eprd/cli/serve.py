@@ -21,7 +21,7 @@ from eprd.cli import flags, storage
 from eprd.config import Config
 from eprd.http import piping
 from eprd.http.registry import Registry
-from eprd.http.server import make_app, split_address, tls_context
+from eprd.http.server import ApiRunner, make_server, split_address, tls_context
 from eprd.indexers.base import Indexer
 from eprd.indexers.combined import BuildRunner, Combined
 from eprd.indexers.local.archives import ArchiveStore
@@ -129,17 +129,14 @@ async def _serve_registry(
         ui=options["ui"],
     )
     registry.watcher = watcher
-    ops.attach(registry)  # metrics, APM and diagnostics follow the registry (before make_app)
+    ops.attach(registry)  # metrics, APM and diagnostics follow the registry (before make_server)
     if options["feature-proxy-mode"]:
         registry.fallback = ops.proxy_mode(options, archives)
     if logs.LEVELS[options["log-level"]] <= logging.INFO:
         registry.access_log = AccessLog(options["log-type"], extra=logs.service_fields())
-    app = make_app(registry)
-    if member is not None:
-        app.on_response_prepare.append(member.pid_header())
-    runner = web.AppRunner(
-        app,
-        access_log=None,
+    server = make_server(registry, worker_pid=str(os.getpid()) if member is not None else None)
+    runner = ApiRunner(
+        server,
         handle_signals=False,
         # aiohttp waits this long for a request in flight, then as long again before it cancels
         # it: half makes -shutdown-timeout the whole bound (a request may use all of it).
@@ -191,7 +188,7 @@ async def _stop(
     combined: Combined,
     watch_task: asyncio.Task[None],
     collection: Collection,
-    runner: web.AppRunner,
+    runner: web.BaseRunner,
     ops: _Operations,
     timeout: float,
 ) -> None:

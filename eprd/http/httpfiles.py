@@ -104,7 +104,7 @@ def _multipart(plan: _Plan, size: int, ctype: str, read: Callable[[int, int], by
 
 
 def bytes_response(
-    request: web.Request,
+    request: web.BaseRequest,
     body: bytes,
     *,
     headers: Mapping[str, str] | CIMultiDict[str],

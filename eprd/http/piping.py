@@ -74,7 +74,7 @@ def _text(status: int, message: str, cache: tuple[tuple[str, str], ...]) -> web.
     return web.Response(status=status, body=message.encode() + b"\n", headers=headers)
 
 
-async def pipe(request: web.Request, url: str, cache: tuple[tuple[str, str], ...]) -> web.StreamResponse:
+async def pipe(request: web.BaseRequest, url: str, cache: tuple[tuple[str, str], ...]) -> web.StreamResponse:
     """Stream ``url`` to the client with the reference's header rules."""
     if url.startswith("file://"):
         return _from_disk(unquote(urlsplit(url).path), cache)

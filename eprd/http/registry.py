@@ -53,11 +53,11 @@ class Registry:
         self.shutting_down = False
         self.watcher: Watcher | None = None
         self.access_log: AccessLog | None = None
-        self.metrics: Metrics | None = None  # -metrics-address (eprd.metrics); set before make_app
+        self.metrics: Metrics | None = None  # -metrics-address (eprd.metrics); set before make_server
         self.apm: Apm | None = None  # ELASTIC_APM_SERVER_URL (eprd.apm)
         # Asked for every answer beyond the snapshot: proxy mode's upstream (-feature-proxy-mode) or nothing.
         self.fallback: Fallback = Fallback()
-        # id(request) -> (route template, started, trace) from observe() to the make_app wrapper,
+        # id(request) -> (route template, started, trace) from observe() to the make_server wrapper,
         # which reports requests once their responses are sent; None: reported from observe().
         self._sending: dict[int, tuple[str | None, float, dict[str, Any]]] | None = None
         self.ui = ui  # -ui: the catalog page at /ui/ (eprd.http.ui)
@@ -74,7 +74,7 @@ class Registry:
         return not self.shutting_down and all(i.is_ready() for i in self.indexers.values())
 
     def observe(
-        self, request: web.Request, template: str | None, response: web.StreamResponse, started: float
+        self, request: web.BaseRequest, template: str | None, response: web.StreamResponse, started: float
     ) -> None:
         """Called once per request after its handler, before its response is sent."""
         trace = _NO_TRACE
@@ -87,7 +87,7 @@ class Registry:
 
     def sent(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         response: web.StreamResponse,
         template: str | None,
         started: float,

@@ -60,7 +60,7 @@ def _text_bytes(message: str) -> bytes:
             return message.encode("utf-8", "replace")
 
 
-def json_response(request: web.Request, body: Body, seconds: float) -> web.Response:
+def json_response(request: web.BaseRequest, body: Body, seconds: float) -> web.Response:
     """A JSON body with a strong ETag, gzip when the client accepts it, 304 when it is unchanged."""
     use_gzip = _accepts_gzip(request.headers.get("Accept-Encoding", ""))
     if_none_match = request.headers.get("If-None-Match")
@@ -127,7 +127,7 @@ def _html_escape(text: str) -> str:
 
 
 def resource_response(
-    request: web.Request,
+    request: web.BaseRequest,
     resource: Resource,
     cache: tuple[tuple[str, str], ...],
     missing: str = "resource not found",

@@ -42,19 +42,19 @@ from eprd.ops import accesslog
 log = logging.getLogger("eprd.access")
 
 R = TypeVar("R", bound=web.StreamResponse)
-Handler = Callable[["Registry", web.Request, Snapshot, tuple[str, ...]], Awaitable[web.StreamResponse]]
+Handler = Callable[["Registry", web.BaseRequest, Snapshot, tuple[str, ...]], Awaitable[web.StreamResponse]]
 
 # --- handlers -------------------------------------------------------------------------------
 
 
 async def index(
-    registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
+    registry: Registry, request: web.BaseRequest, snap: Snapshot, args: tuple[str, ...]
 ) -> web.Response:
     return json_response(request, registry.index_body, registry.config.cache_time.index)
 
 
 async def health(
-    registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
+    registry: Registry, request: web.BaseRequest, snap: Snapshot, args: tuple[str, ...]
 ) -> web.Response:
     ready_asked = request.rel_url.query.get("ready", "") in ("1", "t", "T", "TRUE", "true", "True")
     if ready_asked and not registry.is_ready():
@@ -63,7 +63,7 @@ async def health(
 
 
 async def favicon(
-    registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
+    registry: Registry, request: web.BaseRequest, snap: Snapshot, args: tuple[str, ...]
 ) -> web.Response:
     headers = headers_of(
         (("Content-Type", "image/x-icon"),), cache_headers(registry.config.cache_time.catch_all)
@@ -72,7 +72,7 @@ async def favicon(
 
 
 async def search(
-    registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
+    registry: Registry, request: web.BaseRequest, snap: Snapshot, args: tuple[str, ...]
 ) -> web.Response:
     try:
         query = parse_search(_raw_query(request), registry.allow_unknown_query_parameters)
@@ -87,7 +87,7 @@ async def search(
 
 
 async def categories(
-    registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
+    registry: Registry, request: web.BaseRequest, snap: Snapshot, args: tuple[str, ...]
 ) -> web.Response:
     try:
         query = parse_categories(_raw_query(request), registry.allow_unknown_query_parameters)
@@ -106,7 +106,7 @@ def _observer(registry: Registry) -> IndexerObserver:
     return registry.metrics.observe_indexer if registry.metrics is not None else None
 
 
-def _reply(request: web.Request, reply: Reply, seconds: float) -> web.Response:
+def _reply(request: web.BaseRequest, reply: Reply, seconds: float) -> web.Response:
     """A JSON answer; one built from a stale upstream answer says so."""
     response = json_response(request, reply.body, seconds)
     return _marked_stale(response) if reply.stale else response
@@ -128,7 +128,7 @@ def _lookup(snap: Snapshot, name: str, version: str, not_found: str) -> Indexed 
 
 
 async def package_document(
-    registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
+    registry: Registry, request: web.BaseRequest, snap: Snapshot, args: tuple[str, ...]
 ) -> web.Response:
     name, version = args
     item = _lookup(snap, name, version, "package revision not found")
@@ -146,7 +146,7 @@ async def package_document(
 
 
 async def static_file(
-    registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
+    registry: Registry, request: web.BaseRequest, snap: Snapshot, args: tuple[str, ...]
 ) -> web.StreamResponse:
     name, version, path = args
     item = await _find(registry, request, snap, name, version, "package revision not found", "statics", path)
@@ -159,19 +159,19 @@ async def static_file(
 
 
 async def artifact(
-    registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
+    registry: Registry, request: web.BaseRequest, snap: Snapshot, args: tuple[str, ...]
 ) -> web.StreamResponse:
     return await _download(registry, request, snap, args, ZIP)
 
 
 async def artifact_tar(
-    registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
+    registry: Registry, request: web.BaseRequest, snap: Snapshot, args: tuple[str, ...]
 ) -> web.StreamResponse:
     return await _download(registry, request, snap, args, TAR_GZ)
 
 
 async def _download(
-    registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...], fmt: str
+    registry: Registry, request: web.BaseRequest, snap: Snapshot, args: tuple[str, ...], fmt: str
 ) -> web.StreamResponse:
     _, name, version = args
     # The reference's proxy mode knows only zips of remote packages.
@@ -186,7 +186,7 @@ async def _download(
 
 
 async def signature(
-    registry: Registry, request: web.Request, snap: Snapshot, args: tuple[str, ...]
+    registry: Registry, request: web.BaseRequest, snap: Snapshot, args: tuple[str, ...]
 ) -> web.StreamResponse:
     _, name, version = args
     item = await _find(registry, request, snap, name, version, "signature file not found", "signatures")
@@ -200,7 +200,7 @@ async def signature(
 
 async def _find(
     registry: Registry,
-    request: web.Request,
+    request: web.BaseRequest,
     snap: Snapshot,
     name: str,
     version: str,
@@ -222,7 +222,7 @@ def _location(resource: Resource) -> str:
 
 
 async def _respond(
-    request: web.Request,
+    request: web.BaseRequest,
     resource: Resource,
     cache: tuple[tuple[str, str], ...],
     missing: str = "resource not found",
@@ -235,7 +235,7 @@ async def _respond(
 
 async def _remote_file(
     registry: Registry,
-    request: web.Request,
+    request: web.BaseRequest,
     not_found: web.Response,
     name: str,
     version: str,
@@ -325,11 +325,11 @@ def escape_path(path: str) -> str:
     return quote(path, safe="$&+,/:;=@", errors="surrogateescape")
 
 
-def _raw_query(request: web.Request) -> str:
+def _raw_query(request: web.BaseRequest) -> str:
     return request.raw_path.partition("?")[2]
 
 
-def _with_query(location: str, request: web.Request) -> str:
+def _with_query(location: str, request: web.BaseRequest) -> str:
     query = _raw_query(request)
     return f"{location}?{query}" if query else location
 
@@ -351,12 +351,12 @@ def match(path: str) -> tuple[Route, tuple[str, ...]] | None:
 
 
 def make_dispatcher(
-    registry: Registry, ui: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None
-) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    registry: Registry, ui: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]] | None = None
+) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
     """The single aiohttp handler behind every path; ``ui`` serves /ui and /ui/... (-ui)."""
     accesslog.quiet_client_errors()  # a malformed request is the client's error, not a traceback
 
-    async def dispatch(request: web.Request) -> web.StreamResponse:
+    async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
         started = time.monotonic()
         path = request.path
         route: Route | None = None
@@ -389,7 +389,7 @@ def make_dispatcher(
 
 
 async def _handle(
-    route: Route, registry: Registry, request: web.Request, args: tuple[str, ...]
+    route: Route, registry: Registry, request: web.BaseRequest, args: tuple[str, ...]
 ) -> web.StreamResponse:
     """The route's handler; a bug in it is logged and answered as the reference answers one.
 

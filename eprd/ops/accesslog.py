@@ -53,7 +53,7 @@ class AccessLog:
             os.write(self.fd, b"".join(lines))
 
     def write(
-        self, request: web.Request, response: web.StreamResponse, started: float, trace: dict[str, Any]
+        self, request: web.BaseRequest, response: web.StreamResponse, started: float, trace: dict[str, Any]
     ) -> None:
         duration_ns = int((time.monotonic() - started) * 1e9)
         version = f"{request.version.major}.{request.version.minor}"
@@ -131,7 +131,7 @@ class AccessLog:
 
     def _ecs_line(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         response: web.StreamResponse,
         duration_ns: int,
         message: str,

@@ -6,8 +6,8 @@ agent is configured by the standard ``ELASTIC_APM_*`` variables (the service
 name defaults to ``package-registry`` like the reference's, the service version
 to eprd's) and:
 
-* every API request is a ``request`` transaction from the agent's aiohttp
-  middleware, renamed ``<METHOD> <route template>`` (``GET /search``,
+* every API request is a ``request`` transaction (as the agent's aiohttp
+  middleware makes them, :meth:`Apm.trace`), named ``<METHOD> <route template>`` (``GET /search``,
   ``GET /package/{packageName:[a-z0-9_]+}/{packageVersion}/``) as the reference's
   apmgorilla names them, ``<METHOD> unknown route`` when no route matched;
 * loading packages at start-up and every live reload is a transaction
@@ -28,8 +28,12 @@ from typing import TYPE_CHECKING, Any
 from eprd import __version__
 
 if TYPE_CHECKING:  # aiohttp and the agent are imported only when APM is on
+    from collections.abc import Awaitable
+
     import elasticapm
     from aiohttp import web
+
+    Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 log = logging.getLogger("eprd.apm")
@@ -64,11 +68,50 @@ class Apm:
         """An Apm when ``ELASTIC_APM_SERVER_URL`` is set, else None (no agent at all)."""
         return cls() if enabled(environ) else None
 
-    def install(self, app: web.Application) -> None:
-        """Trace every request of ``app`` (before the app is frozen by its runner)."""
-        from elasticapm.contrib.aiohttp import ElasticAPM
+    def trace(self, handler: Handler) -> Handler:
+        """``handler`` with every request a ``request`` transaction.
 
-        ElasticAPM(app, client=self.client)
+        What the agent's aiohttp middleware does (it needs an ``Application`` and its router,
+        which the API server does without): continue the caller's trace, record the request
+        and response context, result and outcome, capture an exception. The transaction is
+        named by :meth:`observe` (``<METHOD> unknown route`` until then).
+        """
+        from elasticapm.conf import constants
+        from elasticapm.contrib.aiohttp.middleware import AioHttpTraceParent
+        from elasticapm.contrib.aiohttp.utils import get_data_from_request, get_data_from_response
+
+        apm = self._elasticapm
+        client = self.client
+        if client.config.instrument and client.config.enabled:
+            apm.instrument()
+
+        async def traced(request: web.BaseRequest) -> web.StreamResponse:
+            if client.should_ignore_url(request.path):
+                return await handler(request)
+            client.begin_transaction("request", trace_parent=AioHttpTraceParent.from_headers(request.headers))
+            apm.set_transaction_name(f"{request.method} unknown route", override=False)
+            config = client.config
+            apm.set_context(lambda: get_data_from_request(request, config, constants.TRANSACTION), "request")
+            status = 500
+            try:
+                response = await handler(request)
+                status = response.status
+                apm.set_context(
+                    lambda: get_data_from_response(response, config, constants.TRANSACTION), "response"
+                )
+                return response
+            except Exception:
+                apm.set_context({"status_code": 500}, "response")
+                client.capture_exception(
+                    context={"request": get_data_from_request(request, config, constants.ERROR)}
+                )
+                raise
+            finally:
+                apm.set_transaction_result(f"HTTP {status // 100}xx", override=False)
+                apm.set_transaction_outcome(http_status_code=status, override=False)
+                client.end_transaction()
+
+        return traced
 
     def observe(self, request: web.BaseRequest, template: str | None) -> dict[str, Any]:
         """Name the request's transaction after its route template; its ids for the access log line."""

@@ -2,7 +2,7 @@
 
 Everything lives in one :class:`Metrics` object with its own ``CollectorRegistry``
 (plus the process, platform and GC collectors); nothing is registered when the
-flag is not set. Requests are reported by ``server.make_app``'s wrapper once
+flag is not set. Requests are reported by ``server.make_server``'s wrapper once
 their response is sent (:meth:`Metrics.record`), so duration, response size and
 ``epr_in_flight_requests`` cover the whole exchange, downloads included, as the
 reference's Go middleware does; requests that matched no route are not measured.

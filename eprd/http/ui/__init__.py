@@ -60,7 +60,7 @@ class CatalogUI:
             entry.name: entry.read_bytes() for entry in folder.iterdir() if entry.name[-3:] in (".js", "css")
         }
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Every request under /ui."""
         path = request.path
         if request.method not in ("GET", "HEAD"):
@@ -95,7 +95,7 @@ class CatalogUI:
         html = self.env.get_template(template).render(**context)
         return web.Response(status=status, body=html.encode(), headers=PAGE_HEADERS)
 
-    def _catalog(self, request: web.Request) -> web.Response:
+    def _catalog(self, request: web.BaseRequest) -> web.Response:
         snapshot = self.registry.snapshot
         page = views.catalog(snapshot, request.query)
         return self._page(
@@ -113,7 +113,7 @@ class CatalogUI:
         location = f"/ui/package/{quote(name)}/{quote(found[0]['version'])}"
         return web.Response(status=302, headers={"Location": location})
 
-    async def _package(self, request: web.Request, name: str, version: str) -> web.Response:
+    async def _package(self, request: web.BaseRequest, name: str, version: str) -> web.Response:
         snapshot = self.registry.snapshot
         page = views.package_page(snapshot, name, version)
         if page is None:
@@ -147,7 +147,7 @@ class CatalogUI:
         # Served from elsewhere (Piped, Redirect): the page fetches nothing from outside the registry.
         return None, f"{README} is served by the upstream registry"
 
-    async def _problems(self, request: web.Request) -> web.Response:
+    async def _problems(self, request: web.BaseRequest) -> web.Response:
         snapshot = self.registry.snapshot
         warned = self._warned
         if warned is None or warned[0] != snapshot.generation:

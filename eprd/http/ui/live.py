@@ -39,7 +39,7 @@ class Broadcaster:
         self._closing = True
         self._changed.set()
 
-    async def stream(self, request: web.Request) -> web.StreamResponse:
+    async def stream(self, request: web.BaseRequest) -> web.StreamResponse:
         """One ``text/event-stream`` response: the current generation, then one event per swap."""
         response = web.StreamResponse(
             headers={
