@@ -4,9 +4,7 @@ The parent process (the supervisor) binds the listening sockets, loads the packa
 and builds the first snapshot, then forks the workers: they share what was loaded
 copy-on-write (the loaded objects are moved out of the collector's reach with
 ``gc.freeze`` first, so that a collection does not touch, and copy, their pages).
-Each worker accepts on a listening socket of its own (one SO_REUSEPORT group, the parent
-holds every one so that a replacement takes over its predecessor's backlog) and serves as
-a single eprd would.
+Every worker accepts on the same inherited socket and serves as a single eprd would.
 
 The parent stays single-threaded (it forks again to replace a crashed worker) and
 runs one loop: the watch process's batches of changed paths go to every worker,
@@ -50,7 +48,7 @@ SCRAPE_TIMEOUT = 5.0
 INIT_FAILED = 3  # a worker's exit code when it could not start serving (the group stops, exit 1)
 
 
-def bind(address: str, flag: str, reuse_port: bool = False) -> socket.socket | None:
+def bind(address: str, flag: str) -> socket.socket | None:
     """A listening socket for ``address`` (Go's host:port, as -address), None after logging why not."""
     from eprd.http.server import split_address
 
@@ -59,47 +57,14 @@ def bind(address: str, flag: str, reuse_port: bool = False) -> socket.socket | N
         if host is None:
             if socket.has_dualstack_ipv6():
                 return socket.create_server(
-                    ("", port),
-                    family=socket.AF_INET6,
-                    dualstack_ipv6=True,
-                    backlog=1024,
-                    reuse_port=reuse_port,
+                    ("", port), family=socket.AF_INET6, dualstack_ipv6=True, backlog=1024
                 )
-            return socket.create_server(("", port), backlog=1024, reuse_port=reuse_port)
+            return socket.create_server(("", port), backlog=1024)
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((host, port), family=family, backlog=1024, reuse_port=reuse_port)
+        return socket.create_server((host, port), family=family, backlog=1024)
     except OSError as err:
         log.critical("Init failed: cannot listen on %s (-%s): %s", address, flag, err.strerror or err)
         return None
-
-
-def bind_each(address: str, flag: str, count: int) -> list[socket.socket] | None:
-    """``count`` listening sockets on one port, one per worker (SO_REUSEPORT), None after logging why not.
-
-    With one shared socket, the worker that wakes first accepts every connection waiting
-    (asyncio accepts up to the backlog at once), so a burst of new connections lands mostly on
-    one worker; the kernel spreads connections evenly over sockets of one SO_REUSEPORT group.
-    The port is first bound without SO_REUSEPORT, so that a port in use, even by another
-    group, is refused as without -workers (and port 0 is given its number), then released.
-    """
-    if not hasattr(socket, "SO_REUSEPORT"):
-        shared = bind(address, flag)
-        return None if shared is None else [shared] * count
-    probe = bind(address, flag)
-    if probe is None:
-        return None
-    port = probe.getsockname()[1]
-    probe.close()
-    host = address.rpartition(":")[0]
-    sockets = []
-    for _ in range(count):
-        sock = bind(f"{host}:{port}", flag, reuse_port=True)
-        if sock is None:
-            for bound in sockets:
-                bound.close()
-            return None
-        sockets.append(sock)
-    return sockets
 
 
 class _Worker:
@@ -121,8 +86,7 @@ class WorkerGroup:
         self.options = options
         self.collection = collection
         self.count = options["workers"]
-        self.sockets: dict[str, socket.socket] = {}  # -httpprof's, shared by every worker
-        self.address_sockets: list[socket.socket] = []  # -address: worker i accepts on socket i
+        self.sockets: dict[str, socket.socket] = {}
         self.metrics_socket: socket.socket | None = None
         self.workers: dict[int, _Worker] = {}
         self.snapshot: Snapshot | None = None
@@ -138,15 +102,12 @@ class WorkerGroup:
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; the exit code."""
-        address_sockets = bind_each(self.options["address"], "address", self.count)
-        if address_sockets is None:
-            return 1
-        self.address_sockets = address_sockets
-        if self.options["httpprof"]:
-            sock = bind(self.options["httpprof"], "httpprof")
-            if sock is None:
-                return 1
-            self.sockets["httpprof"] = sock
+        for flag in ("address", "httpprof"):
+            if self.options[flag]:
+                sock = bind(self.options[flag], flag)
+                if sock is None:
+                    return 1
+                self.sockets[flag] = sock
         started = time.monotonic()
         self.collection.load_all()
         from eprd.indexers.combined import build
@@ -206,8 +167,7 @@ class WorkerGroup:
         feed_r, feed_w = multiprocessing.Pipe(duplex=False)
         control_parent, control_child = multiprocessing.Pipe()
         assert self.snapshot is not None
-        sockets = {**self.sockets, "address": self.address_sockets[index]}
-        member = Member(index, self.snapshot, sockets, feed_r, control_child)
+        member = Member(index, self.snapshot, self.sockets, feed_r, control_child)
         process = self._fork.Process(
             target=_worker_main,
             args=(
@@ -396,7 +356,7 @@ class WorkerGroup:
                     os.kill(worker.process.pid, signal.SIGTERM)
         # The workers hold their own copies of the listening sockets; the parent's go now, so
         # that nothing is accepted into a backlog once the workers have closed theirs.
-        for sock in [*self.address_sockets, *self.sockets.values()]:
+        for sock in self.sockets.values():
             sock.close()
         if watch is not None:
             watch[0].terminate()
