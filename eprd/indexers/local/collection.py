@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -89,8 +90,10 @@ def _load_chunk(locations: list[str], options: LoadOptions) -> list[Loaded]:
     return out
 
 
-def load_many(locations: list[str], options: LoadOptions, workers: int) -> list[Loaded]:
-    """Load candidates, in ``workers`` processes when there are enough of them."""
+def load_many(
+    locations: list[str], options: LoadOptions, workers: int, pool: ProcessPoolExecutor | None = None
+) -> list[Loaded]:
+    """Load candidates, in ``workers`` processes (``pool``'s, if given) when there are enough of them."""
     if workers <= 1 or len(locations) < PARALLEL_MIN:
         return _load_chunk(locations, options)
     # Neighbouring versions share most files: a chunk holds whole packages, so a process's YAML
@@ -102,8 +105,8 @@ def load_many(locations: list[str], options: LoadOptions, workers: int) -> list[
         if not chunks or (len(chunks[-1]) >= size and _package_of(chunks[-1][-1]) != _package_of(location)):
             chunks.append([])
         chunks[-1].append(location)
-    with _worker_pool(workers) as pool:
-        futures = [(chunk, pool.submit(_load_chunk, chunk, options)) for chunk in chunks if chunk]
+    with contextlib.nullcontext(pool) if pool is not None else _worker_pool(workers) as loaders:
+        futures = [(chunk, loaders.submit(_load_chunk, chunk, options)) for chunk in chunks if chunk]
         out: list[Loaded] = []
         for chunk, future in futures:
             try:
@@ -122,6 +125,21 @@ def load_many(locations: list[str], options: LoadOptions, workers: int) -> list[
 def _worker_pool(workers: int) -> ProcessPoolExecutor:
     # Spawned, not forked: the serving process has threads (the event loop's executor).
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def forked_pool(workers: int) -> ProcessPoolExecutor | None:
+    """``workers`` loader processes forked now, while this process has one thread; else None.
+
+    For the first load: a forked process starts with eprd imported, where a spawned one first
+    imports it again (about 0.25 s of CPU each, a quarter of a start from a baked index on two
+    cores). Once threads run (the event loop's executor, the watcher) forking could copy a lock
+    another thread holds, so later loads spawn (:func:`_worker_pool`).
+    """
+    if workers <= 1 or threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+    pool.submit(int)  # the processes are forked at the first submit
+    return pool
 
 
 def _chunk_size(count: int, workers: int) -> int:
@@ -192,26 +210,39 @@ class Collection:
         self.reused = 0  # versions taken from the index cache by the last load_all
         self.cache_outdated = False  # whether the cache file differs from what is loaded
 
+    def load_all(self, pool: ProcessPoolExecutor | None = None) -> Changes:
+        """Scan every package path and load every candidate, reusing index cache entries still fresh.
+
+        ``pool``: processes forked for this load (:func:`forked_pool`), shut down when it ends;
+        by default forked here if this process has one thread.
+        """
+        pool = pool or forked_pool(self.workers)
+        try:
+            return self._load_all(pool)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+
     @_gc_paused()
-    def load_all(self) -> Changes:
-        """Scan every package path and load every candidate, reusing index cache entries still fresh."""
+    def _load_all(self, pool: ProcessPoolExecutor | None) -> Changes:
         found = scan(self.paths)
         self.candidates = {c.location: c for c in found}
-        helpers = None
+        spawned = None
         if (
-            self.workers > 1
+            pool is None
+            and self.workers > 1
             and len(found) >= PARALLEL_MIN
             and self.cache_file
             and os.path.exists(self.cache_file)
         ):
             # Processes to help check the stamps of cached versions, started before the cache
             # is read so that they are up when the checks begin.
-            helpers = _worker_pool(self.workers - 1)
-            helpers.submit(int)
+            spawned = _worker_pool(self.workers - 1)
+            spawned.submit(int)
         stored = indexcache.Stored(self.cache_file)
         known = [(c.location, *stored.stamps[c.location]) for c in found if c.location in stored.stamps]
-        with helpers or contextlib.nullcontext():
-            unchanged, results = check_stamps(known, helpers, stored.results)
+        with spawned or contextlib.nullcontext():
+            unchanged, results = check_stamps(known, pool or spawned, stored.results)
         fresh = {
             location: indexcache.Cached(location, inputs, stamp, results[location])
             for location, inputs, stamp in known
@@ -221,7 +252,7 @@ class Collection:
         self.cached.update(fresh)
         for location, entry in fresh.items():
             self._accept(location, entry.result, Changes())
-        changes = self._reload([c.location for c in found if c.location not in fresh])
+        changes = self._reload([c.location for c in found if c.location not in fresh], pool)
         changes.added.extend(loc for loc, e in fresh.items() if not isinstance(e.result, PackageError))
         changes.rejected.extend(loc for loc, e in fresh.items() if isinstance(e.result, PackageError))
         self.cache_outdated = len(fresh) != len(stored.stamps) or len(fresh) != len(found)
@@ -337,7 +368,7 @@ class Collection:
         return parts[:1]
 
     @_gc_paused()
-    def _reload(self, locations: list[str]) -> Changes:
+    def _reload(self, locations: list[str], pool: ProcessPoolExecutor | None = None) -> Changes:
         changes = Changes()
         present = []
         for location in locations:
@@ -351,7 +382,7 @@ class Collection:
                 continue
             self.candidates[location] = candidate
             present.append(location)
-        for location, result, pending in load_many(present, self.options, self.workers):
+        for location, result, pending in load_many(present, self.options, self.workers, pool):
             if pending is None:
                 self.cached.pop(location, None)
             else:
@@ -396,8 +427,9 @@ class Loading:
     def start(cls, collection: Collection) -> Loading:
         """Start loading ``collection`` in the background."""
         started = time.monotonic()
+        pool = forked_pool(collection.workers)  # before the thread: see forked_pool
         background = ThreadPoolExecutor(1, thread_name_prefix="eprd-load")
-        future = background.submit(collection.load_all)
+        future = background.submit(collection.load_all, pool)
         background.shutdown(wait=False)  # (its thread ends when the load is done)
         return cls(future, started)
 
