@@ -23,7 +23,9 @@ Phases (``--only cold,baked,throughput,rss``):
 * ``rss``: the memory of eprd with ``-workers 1, 2, 4`` after loading (the sum of the RSS of the
   supervisor and its workers, and the sum of their PSS, which counts shared pages once).
 
-Results are printed and written to ``benchmarks/out/workers.json``. Compare numbers of one run;
+The report ends with the share of busy CPU time the hypervisor took for other guests during the
+run (``steal`` in ``/proc/stat``): on a shared virtual machine, runs with very different shares
+are not comparable. Results are printed and written to ``benchmarks/out/workers.json``. Compare numbers of one run;
 helpers of ``run.py`` (process groups, wrk, nginx, the generated collections) are reused.
 """
 
@@ -254,7 +256,29 @@ def report(results: dict[str, Any]) -> str:
         rows = [[n, str(m["processes"]), fmt(m["rss_kb"] / 1024, 0), fmt(m["pss_kb"] / 1024, 0)]
                 for n, m in results["rss"].items()]  # fmt: skip
         out.append(table(rows, ["-workers", "processes", "RSS sum MiB", "PSS sum MiB"]))
+    if results.get("steal") is not None:
+        # A virtual machine's cores can be taken by other guests: compare runs with similar shares.
+        stolen = 100 * results["steal"]
+        out.append(f"CPU time stolen by the hypervisor during the run: {stolen:.1f} % of busy time")
     return "\n\n".join(out)
+
+
+def cpu_times() -> list[int]:
+    """The machine's CPU time counters (``/proc/stat``: user, nice, system, idle, ..., steal); [] if none."""
+    try:
+        with open("/proc/stat") as fh:
+            return [int(v) for v in fh.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return []
+
+
+def steal_share(before: list[int], after: list[int]) -> float | None:
+    """The share of CPU time the hypervisor gave to other guests between two ``cpu_times()``."""
+    if len(before) < 8 or len(after) < 8:
+        return None
+    spent = [b - a for a, b in zip(before, after, strict=True)]
+    busy = sum(spent) - spent[3]  # (idle time cannot be stolen from)
+    return spent[7] / busy if busy > 0 else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     phases = set(opts.only.split(","))
     results: dict[str, Any] = {"versions": opts.versions}
+    started = cpu_times()
     try:
         meta = collection(opts.versions, 1, 0.1)
         results["versions_total"] = meta["versions_total"]
@@ -290,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             rss(meta, results)
     finally:
         PROCS.stop_all()
+        results["steal"] = steal_share(started, cpu_times())
         Path(opts.output).parent.mkdir(parents=True, exist_ok=True)
         Path(opts.output).write_text(json.dumps(results, indent=2))
     print(report(results))
