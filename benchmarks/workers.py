@@ -25,8 +25,9 @@ Phases (``--only cold,baked,throughput,rss``):
 
 The report ends with the share of busy CPU time the hypervisor took for other guests during the
 run (``steal`` in ``/proc/stat``): on a shared virtual machine, runs with very different shares
-are not comparable. Results are printed and written to ``benchmarks/out/workers.json``. Compare numbers of one run;
-helpers of ``run.py`` (process groups, wrk, nginx, the generated collections) are reused.
+are not comparable. Results are printed and written to ``benchmarks/out/workers.json``. Compare
+numbers of one run; helpers of ``run.py`` (process groups, wrk, nginx, the generated collections)
+are reused.
 """
 
 from __future__ import annotations
