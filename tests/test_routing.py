@@ -22,6 +22,7 @@ import pytest
 from eprd.config import CacheTimes
 from tests.conftest import TESTDATA
 from tests.httpcheck import NO_CACHE, Reply, fetch
+from tests.rawhttp import request_bytes, send
 
 INDEX_BODY = b'{\n  "service.name": "package-registry",\n  "service.version": "1.40.1"\n}\n'
 
@@ -211,6 +212,13 @@ async def test_options_is_not_special_cased(serve, http):
     assert reply.body == plain.body
     assert "Access-Control-Allow-Methods" not in reply.headers
     assert "Access-Control-Allow-Headers" not in reply.headers
+
+
+async def test_options_star_is_answered_as_go_answers_it(serve):
+    _, base = await serve()
+    reply = await send(base, request_bytes("OPTIONS", "*"))
+    assert (reply.status, reply.body, reply.header("Content-Length")) == (200, b"", "0")
+    assert reply.header("Access-Control-Allow-Origin") is None  # (no handler of the registry ran)
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])

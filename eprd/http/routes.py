@@ -359,6 +359,9 @@ def make_dispatcher(
     async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
         started = time.monotonic()
         path = request.path
+        if path == "*" and request.method == "OPTIONS":
+            # Go's server answers "OPTIONS *" itself, before any handler (or log line) sees it.
+            return web.Response(headers={"Content-Length": "0"})
         route: Route | None = None
         cleaned = clean_path(path) if ("//" in path or "/." in path or not path.startswith("/")) else path
         if cleaned != path:
