@@ -221,6 +221,13 @@ async def test_options_star_is_answered_as_go_answers_it(serve):
     assert reply.header("Access-Control-Allow-Origin") is None  # (no handler of the registry ran)
 
 
+async def test_expect_continue_gets_the_answer_without_an_interim_reply(serve):
+    _, base = await serve()
+    reply = await send(base, request_bytes("GET", "/categories", [("Expect", "100-continue")]))
+    assert reply.status == 200  # no "100 Continue" first: the registry never reads a request body
+    assert reply.head.startswith(b"HTTP/1.1 200 ")
+
+
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
 @pytest.mark.parametrize(
     "path",
