@@ -214,6 +214,25 @@ async def test_options_is_not_special_cased(serve, http):
     assert "Access-Control-Allow-Headers" not in reply.headers
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/search",
+        "/categories",
+        "/package/widget_metrics/1.0.0/",
+        "/package/widget_metrics/1.0.0/docs/README.md",
+        "/epr/zipped_probe/zipped_probe-1.0.0.zip",
+        "/nowhere",
+        "/search/",
+    ],
+)
+async def test_no_server_header_as_from_go(serve, path):
+    _, base = await serve()
+    reply = await send(base, request_bytes("GET", path))
+    assert reply.status in (200, 301, 404)
+    assert reply.header("Server") is None  # Go's server names no software; aiohttp would
+
+
 async def test_options_star_is_answered_as_go_answers_it(serve):
     _, base = await serve()
     reply = await send(base, request_bytes("OPTIONS", "*"))

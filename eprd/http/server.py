@@ -27,17 +27,28 @@ class ApiServer(web.Server):
     def __init__(self, handler: Handler, *, worker_pid: str | None = None, **kwargs: Any) -> None:
         super().__init__(handler, request_factory=self._request, access_log=None, **kwargs)
         self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
-        self._request_class = web.BaseRequest if worker_pid is None else _naming_worker(worker_pid)
+        self._request_class = ApiRequest if worker_pid is None else _naming_worker(worker_pid)
 
     def _request(self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
         return self._request_class(message, payload, protocol, writer, task, self._loop, client_max_size=1024)
 
 
-def _naming_worker(pid: str) -> type[web.BaseRequest]:
+class ApiRequest(web.BaseRequest):
+    """A request of the API: its response has no ``Server`` header, as the reference's Go server sends none.
+
+    (aiohttp adds one naming itself and its version just before this hook.)
+    """
+
+    async def _prepare_hook(self, response: web.StreamResponse) -> None:
+        response.headers.popall("Server", None)
+
+
+def _naming_worker(pid: str) -> type[ApiRequest]:
     """Requests whose every response names the ``-workers`` worker that answered (its pid)."""
 
-    class WorkerRequest(web.BaseRequest):
+    class WorkerRequest(ApiRequest):
         async def _prepare_hook(self, response: web.StreamResponse) -> None:
+            await super()._prepare_hook(response)
             response.headers[WORKER_HEADER] = pid
 
     return WorkerRequest
