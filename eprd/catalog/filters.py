@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from eprd.catalog.query import CategoriesQuery, Filter
-from eprd.catalog.snapshot import Indexed, Snapshot
+from eprd.catalog.snapshot import Body, Indexed, Snapshot
 from eprd.model import gojson
 from eprd.model.categories import CATEGORIES, has_category
 from eprd.model.package import Package, render_entry, template_summaries
@@ -23,6 +23,20 @@ def search_body(snapshot: Snapshot, query: Filter, observe: IndexerObserver = No
     if not entries:
         return b"[]"
     return gojson.json_list(entries) + b"\n"
+
+
+def cached_search(snapshot: Snapshot, query: Filter, observe: IndexerObserver = None) -> Body:
+    """The ``/search`` body for ``query``, computed once per snapshot (kept in its response cache)."""
+    return snapshot.cache.get_or_compute(
+        ("search", query), lambda: Body(search_body(snapshot, query, observe))
+    )
+
+
+def cached_categories(snapshot: Snapshot, query: CategoriesQuery, observe: IndexerObserver = None) -> Body:
+    """The ``/categories`` body for ``query``, computed once per snapshot."""
+    return snapshot.cache.get_or_compute(
+        ("categories", query), lambda: Body(categories_body(snapshot, query, observe))
+    )
 
 
 def search_entries(

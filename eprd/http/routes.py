@@ -75,8 +75,9 @@ async def search(
     registry: Registry, request: web.BaseRequest, snap: Snapshot, args: tuple[str, ...]
 ) -> web.Response:
     try:
-        query = parse_search(_raw_query(request), registry.allow_unknown_query_parameters)
-        reply = await registry.fallback.search(snap, query, _raw_query(request), _observer(registry))
+        raw = _raw_query(request)
+        query = parse_search(raw, registry.allow_unknown_query_parameters)
+        reply = await registry.fallback.search(snap, query, raw, _observer(registry))
     except QueryError as err:
         return text_error(400, str(err))
     except FilterError as err:
@@ -90,8 +91,9 @@ async def categories(
     registry: Registry, request: web.BaseRequest, snap: Snapshot, args: tuple[str, ...]
 ) -> web.Response:
     try:
-        query = parse_categories(_raw_query(request), registry.allow_unknown_query_parameters)
-        reply = await registry.fallback.categories(snap, query, _raw_query(request), _observer(registry))
+        raw = _raw_query(request)
+        query = parse_categories(raw, registry.allow_unknown_query_parameters)
+        reply = await registry.fallback.categories(snap, query, raw, _observer(registry))
     except QueryError as err:
         return text_error(400, str(err))
     except FilterError as err:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from eprd.catalog.filters import IndexerObserver, categories_body, search_body
+from eprd.catalog.filters import IndexerObserver, cached_categories, cached_search
 from eprd.catalog.query import CategoriesQuery, Filter
 from eprd.catalog.snapshot import Body, Snapshot
 from eprd.indexers.base import Resource
@@ -48,17 +48,13 @@ class Fallback:
         self, snap: Snapshot, query: Filter, raw_query: str, observe: IndexerObserver = None
     ) -> Reply:
         """The ``/search`` answer for ``query`` (``raw_query``: the request's query string)."""
-        body = snap.cache.get_or_compute(("search", query), lambda: Body(search_body(snap, query, observe)))
-        return Reply(body)
+        return Reply(cached_search(snap, query, observe))
 
     async def categories(
         self, snap: Snapshot, query: CategoriesQuery, raw_query: str, observe: IndexerObserver = None
     ) -> Reply:
         """The ``/categories`` answer for ``query``."""
-        body = snap.cache.get_or_compute(
-            ("categories", query), lambda: Body(categories_body(snap, query, observe))
-        )
-        return Reply(body)
+        return Reply(cached_categories(snap, query, observe))
 
     async def package(self, name: str, version: str) -> Reply | None:
         """The document of a package the snapshot does not hold; None: the local 404."""

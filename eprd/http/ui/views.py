@@ -14,9 +14,9 @@ from urllib.parse import urlencode
 import orjson
 from multidict import MultiMapping
 
-from eprd.catalog.filters import FilterError, search_body
+from eprd.catalog.filters import FilterError, cached_search
 from eprd.catalog.query import QueryError, parse_search
-from eprd.catalog.snapshot import Body, Snapshot
+from eprd.catalog.snapshot import Snapshot
 from eprd.model.categories import CATEGORIES
 
 # The /search parameters the catalog's filters set, in the order the form shows them.
@@ -50,7 +50,7 @@ def filters_of(params: MultiMapping[str]) -> dict[str, str]:
 def search(snapshot: Snapshot, query: str) -> list[dict[str, Any]]:
     """The entries ``/search?<query>`` answers (raises QueryError or FilterError as it would)."""
     parsed = parse_search(query, True)
-    body = snapshot.cache.get_or_compute(("search", parsed), lambda: Body(search_body(snapshot, parsed)))
+    body = cached_search(snapshot, parsed)
     return orjson.loads(body.data) if body.data != b"[]" else []
 
 
