@@ -258,7 +258,9 @@ def _validate_required_fields(files: PackageFiles, listing: Listing, base: str) 
             ) from None
         contents.append((entry.path, body))
         size = -1 if body is None else len(body)
-        digest.update(b"%s\0%d\0%s" % (entry.path.encode(), size, body or b""))
+        digest.update(b"%s\0%d\0" % (entry.path.encode(), size))
+        if body:
+            digest.update(body)  # (not formatted in above: that would copy every fields file)
     key = digest.digest()
     if key not in _CHECKED:
         if len(_CHECKED) >= _CHECKED_SIZE:

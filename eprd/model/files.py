@@ -11,6 +11,7 @@ request-time lookups re-check the resolved path.
 from __future__ import annotations
 
 import calendar
+import operator
 import os
 import stat
 import struct
@@ -81,6 +82,9 @@ def _safe_relative(path: str) -> str | None:
     return path
 
 
+_NAME = operator.attrgetter("name")
+
+
 class DirFiles(PackageFiles):
     """A package stored as a folder."""
 
@@ -102,20 +106,22 @@ class DirFiles(PackageFiles):
             raise PackageFileError(f"folders nested deeper than {limits.MAX_FOLDER_DEPTH} levels: {prefix}")
         folder = os.path.join(self.root, prefix) if prefix else self.root
         with os.scandir(folder) as it:
-            items = sorted(it, key=lambda e: e.name)
+            items = sorted(it, key=_NAME)
         if len(out) + len(items) > limits.MAX_ENTRIES:
             raise PackageFileError(f"more than {limits.MAX_ENTRIES} files and folders in the package")
         for item in items:
-            rel = f"{prefix}{item.name}"
-            if not item.name.isascii():
+            name = item.name
+            rel = prefix + name
+            if not name.isascii():
                 _check_name(rel)
-            if item.is_symlink():
-                self._check_link(rel)
+            # (Without following links, neither test holds for a symlink: it is told apart last.)
+            if item.is_file(follow_symlinks=False):
                 out.append(Entry(rel, False))
             elif item.is_dir(follow_symlinks=False):
                 out.append(Entry(rel, True))
                 self._walk(rel + "/", out, depth + 1)
-            elif item.is_file(follow_symlinks=False):
+            elif item.is_symlink():
+                self._check_link(rel)
                 out.append(Entry(rel, False))
 
     def _check_link(self, rel: str) -> None:

@@ -89,8 +89,10 @@ class Package:
     # The /search entry's members, encoded: 1-11, "policy_templates" (the category filter may
     # trim it), "conditions" to "data_streams", and after "deprecated" (which is decided per snapshot).
     entry_parts: tuple[bytes, ...]
-    # The document's members before "deprecated", and after it: encoded, then deflated, because
-    # documents are most of a package's memory and a request for one is answered from a cache.
+    # The document's members before "deprecated", and after it, encoded. The tail (tens of KB) is
+    # deflated, because documents are most of a package's memory and a request for one is answered
+    # from a cache; the head (under 1 KB) is kept plain: deflating it saved little and cost zlib's
+    # set-up for every version loaded.
     doc_head: bytes
     doc_tail: bytes
     # None for a package built from a storage index document (eprd.model.document): no local files.
@@ -261,7 +263,7 @@ class _Loader:
             spec=spec,
             deprecated=deprecated,
             entry_parts=entry_parts,
-            doc_head=zlib.compress(encode_members(head), 1),
+            doc_head=encode_members(head),
             doc_tail=zlib.compress(encode_members(tail), 1),
             files=self.files,
             location=self.files.location,
@@ -448,8 +450,9 @@ def encode_members(members: dict[str, Any]) -> bytes:
 def inflate(part: bytes) -> bytes:
     """A document half as encoded: deflated (zlib's first byte is ``x``) or kept plain.
 
-    Encoded members start with spaces, so the two never mix up. Packages from a storage
-    index keep theirs plain: deflating every document would double the index's load time.
+    Encoded members start with spaces, so the two never mix up. Heads are kept plain, and so
+    are both halves of packages from a storage index: deflating every document would double
+    the index's load time.
     """
     return zlib.decompress(part) if part[:1] == b"x" else part
 
