@@ -115,4 +115,4 @@ def has_category(categories: tuple[str, ...] | list[str], wanted: str) -> bool:
     if wanted in categories:
         return True
     children = CHILDREN.get(wanted)
-    return bool(children) and any(c in children for c in categories)
+    return children is not None and any(c in children for c in categories)

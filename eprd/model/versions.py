@@ -101,7 +101,7 @@ def sort_key(v: semver.Version) -> tuple:
     pre = v.prerelease
     if not pre:
         return (v.major, v.minor, v.patch, _RELEASE)
-    idents = []
+    idents: list[tuple[int, int, str] | tuple[int, str]] = []
     for ident in pre.split("."):
         if ident.isdigit():
             # Compare numbers by (length, digits): exact for any size, no int() conversion.
