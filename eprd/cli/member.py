@@ -48,6 +48,7 @@ class Member:
 
     def pid_header(self) -> Callable[[Any, Any], Any]:
         """An aiohttp on_response_prepare callback naming this worker's pid (side listeners' apps)."""
+        # (Here, not at the top: the supervisor imports this module and never needs aiohttp.)
         from eprd.http.server import WORKER_HEADER
 
         pid = str(os.getpid())
