@@ -244,6 +244,12 @@ def client_context(cert: Path, maximum: ssl.TLSVersion | None = None) -> ssl.SSL
 
 def https_get(port: int, path: str, context: ssl.SSLContext) -> tuple[int, bytes, str]:
     """GET over TLS; returns the status, the body and the TLS version that was negotiated."""
+    status, _, body, version = https_exchange(port, path, context)
+    return status, body, version
+
+
+def https_exchange(port: int, path: str, context: ssl.SSLContext) -> tuple[int, bytes, bytes, str]:
+    """GET over TLS on a fresh connection: the status, the raw header block, the body, the TLS version."""
     with (
         socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
         context.wrap_socket(raw, server_hostname="127.0.0.1") as sock,
@@ -254,7 +260,7 @@ def https_get(port: int, path: str, context: ssl.SSLContext) -> tuple[int, bytes
             data += chunk
         version = sock.version()
     head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body, version
+    return int(head.split()[1]), head, body, version
 
 
 def wait_https(process, context: ssl.SSLContext) -> None:
@@ -307,3 +313,29 @@ def test_tls_min_version_13_refuses_a_tls12_client(eprd_process, tmp_path: Path,
         https_get(process.port, "/search", client_context(cert, ssl.TLSVersion.TLSv1_2))
     code, _, err = process.stop()
     assert code == 0, err
+
+
+def test_every_worker_serves_tls_and_survives_broken_handshakes(eprd_process, tmp_path: Path, certificate):
+    cert, key = certificate
+    process = start_tls(eprd_process, tmp_path, cert, key, "-workers", "2")
+    context = client_context(cert)
+    # Clients that leave in the middle of a handshake, or speak plain HTTP to the TLS port.
+    for _ in range(6):
+        with socket.create_connection(("127.0.0.1", process.port), timeout=10) as raw:
+            raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        with socket.create_connection(("127.0.0.1", process.port), timeout=10) as raw:
+            raw.sendall(b"\x16\x03\x01\x00\xa5\x01")  # the start of a ClientHello, then gone
+    workers: set[bytes] = set()
+    deadline = time.monotonic() + 60
+    while len(workers) < 2:
+        assert time.monotonic() < deadline, f"only workers {workers} answered over TLS"
+        status, head, body, _ = https_exchange(process.port, "/search", context)
+        assert status == 200 and [p["name"] for p in json.loads(body)] == ["secure"]
+        workers.update(
+            line.split(b":", 1)[1].strip()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"x-eprd-worker:")
+        )
+    code, _, err = process.stop()
+    assert code == 0, err
+    assert "Traceback" not in err and "exception was never retrieved" not in err, err

@@ -22,6 +22,7 @@ from eprd.config import Config
 from eprd.http import piping
 from eprd.http.registry import Registry
 from eprd.http.server import ApiRunner, make_server, split_address, tls_context
+from eprd.http.sharedsite import SharedSocketSite
 from eprd.indexers.base import Indexer
 from eprd.indexers.combined import BuildRunner, Combined
 from eprd.indexers.local.archives import ArchiveStore
@@ -149,7 +150,7 @@ async def _serve_registry(
         ssl_context = tls_context(options["tls-cert"], options["tls-key"], options["tls-min-version"])
     site: web.BaseSite
     if member is not None:
-        site = web.SockSite(runner, member.sockets["address"], ssl_context=ssl_context)
+        site = SharedSocketSite(runner, member.sockets["address"], ssl_context=ssl_context)
     else:
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
     try:
@@ -246,7 +247,7 @@ class _Operations:
         shared = self.member.sockets.get(flag) if self.member is not None else None
         try:
             if shared is not None:
-                await web.SockSite(runner, shared).start()
+                await SharedSocketSite(runner, shared).start()
             else:
                 await web.TCPSite(runner, host, port, reuse_address=True).start()
         except OSError as err:
