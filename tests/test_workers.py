@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -140,6 +142,27 @@ def test_a_killed_worker_is_replaced(group) -> None:
     lost = [json.loads(line) for line in err.splitlines() if "exited unexpectedly" in line]
     assert len(lost) == 1 and lost[0]["process"]["pid"] == group.proc.pid, err
     assert "killed by signal 9" in lost[0]["message"]
+
+
+def test_workers_out_of_file_descriptors_pause_accepting_then_serve_again(group) -> None:
+    pids = worker_pids(group.base)
+    for pid in pids:  # a few descriptors more than each worker holds now
+        resource.prlimit(int(pid), resource.RLIMIT_NOFILE, (len(os.listdir(f"/proc/{pid}/fd")) + 8,) * 2)
+    clients = []
+    try:
+        for _ in range(60):  # connected by the kernel, more than the workers can accept
+            clients.append(socket.create_connection(("127.0.0.1", group.port), timeout=10))
+        deadline = time.monotonic() + DEADLINE
+        while group.stderr_text().count("cannot accept connections for 1 s") < 2:
+            assert time.monotonic() < deadline, group.stderr_text()
+            time.sleep(0.05)
+    finally:
+        for client in clients:
+            client.close()
+    assert worker_pids(group.base) == pids  # both serve again, neither was replaced
+    code, _, err = group.stop()
+    assert code == 0, err
+    assert "exited unexpectedly" not in err and "Traceback" not in err, err
 
 
 def test_sigterm_stops_every_worker_gracefully(group) -> None:
