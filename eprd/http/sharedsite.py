@@ -16,7 +16,6 @@ queue; here the other workers keep accepting them.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import socket
 import ssl
@@ -27,9 +26,7 @@ from aiohttp import web
 
 log = logging.getLogger("eprd")
 
-# Errors asyncio also treats as a shortage: accepting pauses for a second rather than spinning.
-_SHORTAGES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-_PAUSE_S = 1.0
+_PAUSE_S = 1.0  # asyncio's own pause when accepting fails for want of descriptors or memory
 
 
 class SharedSocketSite(web.SockSite):
@@ -56,7 +53,7 @@ class _Acceptor(asyncio.AbstractServer):
         self._sock: socket.socket | None = sock
         self._factory = factory
         self._ssl = ssl_context
-        self._handshakes: set[asyncio.Task[Any]] = set()
+        self._handshakes: set[asyncio.Task[Any]] = set()  # (held: the loop keeps only weak references)
         sock.setblocking(False)
         loop.add_reader(sock.fileno(), self._accept)
 
@@ -68,10 +65,9 @@ class _Acceptor(asyncio.AbstractServer):
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return  # another worker took it, or the client gave up first
         except OSError as err:
-            if err.errno not in _SHORTAGES:
-                log.warning("cannot accept a connection: %s", err)
-                return
-            log.error("cannot accept connections for %.0f s: %s", _PAUSE_S, err.strerror)
+            # Out of descriptors or memory (or anything else that would repeat at once: the socket
+            # stays readable): pause, as asyncio does for a shortage, rather than spin.
+            log.error("cannot accept connections for %.0f s: %s", _PAUSE_S, err.strerror or err)
             self._loop.remove_reader(self._sock.fileno())
             self._loop.call_later(_PAUSE_S, self._resume)
             return
