@@ -4,7 +4,7 @@ asyncio accepts every connection waiting in the queue each time a listening sock
 readable (up to its backlog, 128 for aiohttp's sites). On a socket that all workers wait on,
 the first worker to wake therefore takes a whole burst of new connections: wrk's 32 opening
 connections all went to one worker in about one run of four, which then served them alone
-while the other idled (``/categories`` at 31,000 instead of 45,000 requests/s). A
+while the other idled (``/categories`` at 31,000 instead of 41,000-50,000 requests/s). A
 :class:`SharedSocketSite` accepts one connection per wake-up and goes back to its event loop, so
 the workers share a burst, and a busy worker, slower to come back, takes fewer of them.
 
