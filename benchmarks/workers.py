@@ -177,6 +177,7 @@ def throughput(meta: dict[str, Any], opts: argparse.Namespace, results: dict[str
             procs.append(eprd)
             eprd.wait_started(300)
             servers[f"eprd_w{workers}"] = eprd.base
+        supervisor = procs[-1].proc.pid  # -workers 2: its two workers' CPU is read around each run
         client = Client(procs[0].port, timeout=120)
         for key, path, _ in endpoints:
             _, headers, body = client.get(path)
@@ -194,7 +195,10 @@ def throughput(meta: dict[str, Any], opts: argparse.Namespace, results: dict[str
                 log(f"  wrk {key} {server}")
                 if opts.warmup:
                     run_wrk(url, opts.warmup, opts.connections, opts.threads)
+                before = process_ticks(supervisor) if server == "eprd_w2" else {}
                 row[server] = run_wrk(url, opts.duration, opts.connections, opts.threads)
+                if before:
+                    row["w2_split"] = cpu_split(before, process_ticks(supervisor))
             for workers in (1, 2):
                 n = row[f"nginx_w{workers}"]["rps"]
                 row[f"ratio_w{workers}"] = round(row[f"eprd_w{workers}"]["rps"] / n, 3) if n else None
@@ -249,9 +253,13 @@ def report(results: dict[str, Any]) -> str:
                 key,
                 *(fmt(row[s]["rps"], 0) for s in ("eprd_w1", "nginx_w1", "eprd_w2", "nginx_w2")),
                 fmt(row["ratio_w1"], 2), fmt(row["ratio_w2"], 2),
+                "/".join(f"{100 * share:.0f}" for share in row.get("w2_split", [])),
                 f">= {row['target_w2']}", "met" if row["met"] else "NOT MET",
             ])  # fmt: skip
-        header = ["endpoint", "eprd -w1", "nginx 1", "eprd -w2", "nginx 2", "x w1", "x w2", "target w2", ""]
+        header = [
+            "endpoint", "eprd -w1", "nginx 1", "eprd -w2", "nginx 2", "x w1", "x w2",
+            "w2 CPU %", "target w2", "",
+        ]  # fmt: skip
         out.append(table(rows, header))
     if "rss" in results:
         rows = [[n, str(m["processes"]), fmt(m["rss_kb"] / 1024, 0), fmt(m["pss_kb"] / 1024, 0)]
@@ -262,6 +270,25 @@ def report(results: dict[str, Any]) -> str:
         stolen = 100 * results["steal"]
         out.append(f"CPU time stolen by the hypervisor during the run: {stolen:.1f} % of busy time")
     return "\n\n".join(out)
+
+
+def process_ticks(pid: int) -> dict[int, int]:
+    """CPU time (user + system, in clock ticks) of every process below ``pid``, itself excluded."""
+    ticks = {}
+    for member in descendants(pid)[1:]:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks[member] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
+def cpu_split(before: dict[int, int], after: dict[int, int]) -> list[float]:
+    """The shares of CPU time the two busiest children used between two readings (the workers of
+    ``-workers 2``; the watch process uses next to none): [0.5, 0.5] is an even split, [1.0, 0.0]
+    one worker serving everything."""
+    used = sorted((after[pid] - before.get(pid, 0) for pid in after), reverse=True)[:2]
+    total = sum(used)
+    return [round(u / total, 2) for u in used] if total else []
 
 
 def cpu_times() -> list[int]:
