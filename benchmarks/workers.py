@@ -66,13 +66,18 @@ TARGETS = {"json": 0.5, "categories": 0.33, "download": 0.75}
 COLD_TARGETS = {2000: 2.0, 10000: 10.0}  # seconds; the issue's 1,920 real versions ~ 2,000 generated
 
 
+def stat_fields(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state, ppid, ...)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def descendants(pid: int) -> list[int]:
     """``pid`` and every process below it."""
     parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError, ValueError, IndexError):
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                parents[int(entry.name)] = int(stat_fields(int(entry.name))[1])
     found = [pid]
     for candidate in found:
         found += [child for child, parent in parents.items() if parent == candidate and child not in found]
@@ -277,7 +282,7 @@ def process_ticks(pid: int) -> dict[int, int]:
     ticks = {}
     for member in descendants(pid)[1:]:
         with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = stat_fields(member)
             ticks[member] = int(fields[11]) + int(fields[12])
     return ticks
 
