@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -99,7 +98,7 @@ def load_data_stream(
         body = files.read_listed(f"{base}/manifest.yml")
         pipelines = tuple(e.path for e in listing.children(f"{base}/elasticsearch/ingest_pipeline"))
         key = (
-            hashlib.blake2b(body, digest_size=16).digest(),
+            body,
             folder,
             package["name"],
             package["release"],
@@ -240,15 +239,15 @@ def _validate_pipeline(files: PackageFiles, listing: Listing, base: str, pipelin
         raise ManifestError(f"defined ingest_pipeline does not exist: {folder}{pipeline}")
 
 
-# Outcomes of required-fields checks by digest of the fields files: consecutive versions of a
-# package mostly carry the very same files, and the check flattens every field of every file.
-_CHECKED: dict[bytes, str | None] = {}
+# Outcomes of required-fields checks by the fields files' paths and contents: consecutive
+# versions of a package mostly carry the very same files, and the check flattens every field of
+# every file. (The contents are the key, as in yamlfile's memo, which holds them anyway.)
+_CHECKED: dict[tuple[tuple[str, bytes | None], ...], str | None] = {}
 _CHECKED_SIZE = 4096
 
 
 def _validate_required_fields(files: PackageFiles, listing: Listing, base: str) -> None:
     contents: list[tuple[str, bytes | None]] = []
-    digest = hashlib.blake2b(digest_size=16)
     for entry in listing.children(f"{base}/fields"):
         try:
             body = None if entry.is_dir else files.read_listed(entry.path)
@@ -257,11 +256,7 @@ def _validate_required_fields(files: PackageFiles, listing: Listing, base: str) 
                 f"validating required fields failed: reading file failed (path: {entry.path}): {err}"
             ) from None
         contents.append((entry.path, body))
-        size = -1 if body is None else len(body)
-        digest.update(b"%s\0%d\0" % (entry.path.encode(), size))
-        if body:
-            digest.update(body)  # (not formatted in above: that would copy every fields file)
-    key = digest.digest()
+    key = tuple(contents)
     if key not in _CHECKED:
         if len(_CHECKED) >= _CHECKED_SIZE:
             _CHECKED.clear()

@@ -14,7 +14,9 @@ rejects a document, it only declines it.
 from __future__ import annotations
 
 import json
+import operator
 import re
+from itertools import repeat
 from typing import Any
 
 from eprd.model import limits
@@ -24,9 +26,11 @@ from eprd.model import limits
 _DECLINED_CHARS = re.compile(
     "[^\n\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]"
 )
+_ALLOWED_ASCII = b"\n" + bytes(range(0x20, 0x7F))  # _DECLINED_CHARS's complement in ASCII
 # A plain scalar may not start with an indicator (but "-", "?" and ":" may start one when a
 # non-space follows them: declined here but for "-", as in -1).
 _NOT_PLAIN_START = frozenset("-?:,[]{}#&*!|>'\"%@`")
+_SPACES = repeat(" ")
 _BLOCK_HEADER = re.compile(r"([|>])([-+]?)(?: +#.*)?")
 # An item of a one-line flow sequence: a plain scalar of safe characters, or a quoted one
 # without escapes (and, since items are split at commas, without commas).
@@ -102,12 +106,17 @@ def read(data: bytes) -> tuple[bool, Any, bool]:
     (:func:`eprd.model.yamlfile.expand_dotted`) would give the document back as it is, and a
     loader can skip walking it again.
     """
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False, None, False
-    if _DECLINED_CHARS.search(text):
-        return False, None, False
+    if data.isascii():
+        if data.translate(None, _ALLOWED_ASCII):  # (what is left once the allowed bytes are gone)
+            return False, None, False
+        text = data.decode("ascii")
+    else:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return False, None, False
+        if _DECLINED_CHARS.search(text):
+            return False, None, False
     lines = text.split("\n")
     more = len(lines) > 1 and not lines[-1]
     if more:
@@ -124,8 +133,10 @@ class _Reader:
         self.raw = lines
         self.more = more  # whether a line break follows the last line
         # Per line: its content without the indentation and trailing spaces, and its indentation.
-        self.text = [line.strip(" ") for line in lines]
-        self.indent = [len(line) - len(line.lstrip(" ")) for line in lines]
+        # (map over C methods: a third of the cost of the same loops written as comprehensions)
+        left = list(map(str.lstrip, lines, _SPACES))
+        self.text = list(map(str.rstrip, left, _SPACES))
+        self.indent = list(map(operator.sub, map(len, lines), map(len, left)))
         self.count = len(lines)
         self.depth = 0  # open mappings and sequences: beyond MAX_YAML_DEPTH, PyYAML reports it
         self.plain_keys = True  # see read()
