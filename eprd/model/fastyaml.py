@@ -217,12 +217,14 @@ class _Reader:
         text, indents, count = self.text, self.indent, self.count
         content = first
         while True:
-            end = content.find(": ")  # _key_end(), inlined in this hot loop
-            if end < 0:
-                end = len(content) - 1 if content[-1] == ":" else -1
-            if end <= 0:
+            # _key_end(), inlined in this hot loop (partition: no method call's argument parsing)
+            key_text, colon, rest = content.partition(": ")
+            if not colon:
+                if content[-1] != ":":
+                    raise _Declined
+                key_text = content[:-1]
+            if not key_text:
                 raise _Declined
-            key_text = content[:end]
             if key_text[0] in _NOT_PLAIN_START or key_text[-1] == " " or " #" in key_text:
                 raise _Declined
             if "." in key_text:
@@ -235,7 +237,7 @@ class _Reader:
                 raise _Declined  # merge keys
             else:
                 key = key_text
-            rest = content[end + 2 :].lstrip(" ")
+            rest = rest.lstrip(" ")
             if not rest or rest[0] == "#":
                 j = self._content(i + 1)
                 if j < count and indents[j] > indent:
