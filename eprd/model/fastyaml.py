@@ -175,7 +175,7 @@ class _Reader:
         content = self.text[i]
         if content == "-" or content[:2] == "- ":  # (a slice: no method call's argument parsing)
             return self._sequence(i, indent)
-        if _key_end(content) < 0:
+        if not _is_key_line(content):
             return self._scalar(i, content, owner)  # a scalar on a line of its own
         return self._mapping(i, indent, content)
 
@@ -195,7 +195,7 @@ class _Reader:
                     item, i = None, i + 1
             elif content[:2] == "- ":
                 rest = content[2:].lstrip(" ")
-                if ": " in rest or rest[-1] == ":":  # _key_end(rest) >= 0, inlined
+                if ": " in rest or rest[-1] == ":":  # _is_key_line(rest), inlined
                     item, i = self._mapping(i, indent + len(content) - len(rest), rest)
                 else:
                     item, i = self._scalar(i, rest, indent)
@@ -217,7 +217,7 @@ class _Reader:
         text, indents, count = self.text, self.indent, self.count
         content = first
         while True:
-            # _key_end(), inlined in this hot loop (partition: no method call's argument parsing)
+            # The key, by one partition (a method without argument parsing, unlike find)
             key_text, colon, rest = content.partition(": ")
             if not colon:
                 if content[-1] != ":":
@@ -391,12 +391,9 @@ class _Reader:
         return content + "\n", j
 
 
-def _key_end(content: str) -> int:
-    """Where the ``:`` of a ``key: value`` line is, or -1 if it is not one."""
-    end = content.find(": ")
-    if end >= 0:
-        return end
-    return len(content) - 1 if content.endswith(":") else -1
+def _is_key_line(content: str) -> bool:
+    """Whether ``content`` is a ``key: value`` (or ``key:``) line."""
+    return ": " in content or content[-1] == ":"
 
 
 def _closing_quote(text: str, quote: str, start: int = 1) -> int:
