@@ -32,7 +32,7 @@ _ALLOWED_ASCII = b"\n" + bytes(range(0x20, 0x7F))  # _DECLINED_CHARS's complemen
 _NOT_PLAIN_START = frozenset("-?:,[]{}#&*!|>'\"%@`")
 _SPACES = repeat(" ")
 _MARKERS = ("---", "...", "%")
-_LINE_MARKERS = tuple("\n" + marker for marker in _MARKERS)
+_LATER_MARKER = re.compile(r"\n(?:---|\.\.\.|%)")  # (one pass, where a find per marker takes three)
 _BLOCK_HEADER = re.compile(r"([|>])([-+]?)(?: +#.*)?")
 # An item of a one-line flow sequence: a plain scalar of safe characters, or a quoted one
 # without escapes (and, since items are split at commas, without commas).
@@ -153,10 +153,10 @@ class _Reader:
             if i == self.count:
                 return None
         # A line that starts a directive, a document or an end of document: more than one
-        # document. (Searched for in the whole source: a loop over the lines costs more.)
+        # document. (Searched for in the source: a loop over the lines costs more.)
         start = sum(map(len, self.raw[:i])) + i  # where line i begins in the source
         source = self.source
-        if source.startswith(_MARKERS, start) or any(source.find(m, start) >= 0 for m in _LINE_MARKERS):
+        if source.startswith(_MARKERS, start) or _LATER_MARKER.search(source, start):
             raise _Declined
         value, i = self._block(i, self.indent[i], -1)
         if self._content(i) != self.count:
