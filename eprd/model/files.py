@@ -11,6 +11,7 @@ request-time lookups re-check the resolved path.
 from __future__ import annotations
 
 import calendar
+import functools
 import operator
 import os
 import stat
@@ -92,8 +93,16 @@ class DirFiles(PackageFiles):
 
     def __init__(self, location: str) -> None:
         self.location = location
-        self.root = os.path.realpath(location)
         self.reads: set[str] = set()  # files read by the loader, for the index cache
+
+    @functools.cached_property
+    def root(self) -> str:
+        """The folder's real path, which files served from it must lie in.
+
+        Resolved when first needed (a symlink, a file served): a load needs it for few versions,
+        and resolving costs a system call per component of the path.
+        """
+        return os.path.realpath(self.location)
 
     def entries(self) -> list[Entry]:
         out: list[Entry] = []
@@ -104,7 +113,7 @@ class DirFiles(PackageFiles):
         # Names and types only (from the directory listing itself): no stat per file.
         if depth > limits.MAX_FOLDER_DEPTH:
             raise PackageFileError(f"folders nested deeper than {limits.MAX_FOLDER_DEPTH} levels: {prefix}")
-        folder = os.path.join(self.root, prefix) if prefix else self.root
+        folder = os.path.join(self.location, prefix) if prefix else self.location
         with os.scandir(folder) as it:
             items = sorted(it, key=_NAME)
         if len(out) + len(items) > limits.MAX_ENTRIES:
@@ -155,7 +164,7 @@ class DirFiles(PackageFiles):
     def read_listed(self, path: str) -> bytes:
         """Read a file :meth:`entries` just listed (and checked), without resolving it again."""
         self.reads.add(path)
-        return _read_whole(os.path.join(self.root, path), limits.MAX_FILE_BYTES, path)
+        return _read_whole(os.path.join(self.location, path), limits.MAX_FILE_BYTES, path)
 
     def info(self, path: str) -> FileInfo | None:
         real = self.resolve(path)
@@ -474,6 +483,7 @@ _ZIP_CACHE = _ZipCache()
 
 def open_package(location: str) -> PackageFiles:
     """File access for a package candidate found by :func:`scan`."""
-    if os.path.isdir(location):
+    # (A stat only for names that may be zips: a version folder may end in ".zip", 1.0.0-a.zip.)
+    if not location.endswith(".zip") or os.path.isdir(location):
         return DirFiles(location)
     return ZipFiles(location)
