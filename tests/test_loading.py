@@ -89,6 +89,22 @@ async def test_the_package_folder_name_is_not_compared_with_the_manifest_name(se
     assert doc["path"] == "/package/realname/1.0.0"
 
 
+async def test_a_version_folder_named_like_a_zip_is_a_folder_package(serve, http, tmp_path):
+    # 1.0.0-a.zip is a valid semver version; the package path is reached through a symlink,
+    # so files are served from the real path, resolved after the load.
+    real = tmp_path / "real"
+    pf.write_dir(real, "demo", "1.0.0-a.zip")
+    (tmp_path / "packages").symlink_to(real)
+
+    registry, base = await serve([tmp_path / "packages"])
+
+    assert await listed(http, base) == [("demo", "1.0.0-a.zip")]
+    assert registry.snapshot.rejected == ()
+    async with http.get(f"{base}/package/demo/1.0.0-a.zip/docs/README.md", headers=IDENTITY) as response:
+        assert response.status == 200
+        assert await response.read() == b"# demo\n\nRead me.\n"
+
+
 async def test_missing_package_paths_are_skipped(serve, http, tmp_path):
     root = tmp_path / "packages"
     pf.write_dir(root, "demo", "1.0.0")
