@@ -239,10 +239,11 @@ def _validate_pipeline(files: PackageFiles, listing: Listing, base: str, pipelin
         raise ManifestError(f"defined ingest_pipeline does not exist: {folder}{pipeline}")
 
 
-# Outcomes of required-fields checks by the fields files' paths and contents: consecutive
+# Outcomes of required-fields checks by the fields files' paths, sizes and hashes: consecutive
 # versions of a package mostly carry the very same files, and the check flattens every field of
-# every file. (The contents are the key, as in yamlfile's memo, which holds them anyway.)
-_CHECKED: dict[tuple[tuple[str, bytes | None], ...], str | None] = {}
+# every file. Python's hash of the bytes (salted per process, kept on the object and shared with
+# yamlfile's memo) rather than the bytes themselves: this memo must not keep whole files alive.
+_CHECKED: dict[tuple[tuple[str, int, int], ...], str | None] = {}
 _CHECKED_SIZE = 4096
 
 
@@ -256,7 +257,7 @@ def _validate_required_fields(files: PackageFiles, listing: Listing, base: str) 
                 f"validating required fields failed: reading file failed (path: {entry.path}): {err}"
             ) from None
         contents.append((entry.path, body))
-    key = tuple(contents)
+    key = tuple((path, -1, 0) if body is None else (path, len(body), hash(body)) for path, body in contents)
     if key not in _CHECKED:
         if len(_CHECKED) >= _CHECKED_SIZE:
             _CHECKED.clear()
