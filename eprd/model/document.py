@@ -122,7 +122,7 @@ def _build(doc: Any, location: str) -> Package:
         spec=spec,
         deprecated=deprecated if isinstance(deprecated, dict) else None,
         entry_parts=tuple(encode_members(part) for part in (base, summaries, middle, last)),
-        # Plain, not deflated as for folders (see eprd.model.package.inflate): loading 10,000
+        # Plain, not compressed as for folders (see eprd.model.package.inflate): loading 10,000
         # versions at start-up costs half as much, for the memory of the documents.
         doc_head=encode_members(head),
         doc_tail=encode_members(tail),

@@ -41,7 +41,7 @@ from eprd import __version__
 
 log = logging.getLogger("eprd.indexcache")
 
-FORMAT = 11  # bump when what is stored changes meaning
+FORMAT = 12  # bump when what is stored changes meaning
 _MISSING = (-1, -1)
 _FOLDER = -2  # the size stamped for a folder: its st_size depends on the filesystem, not the content
 _SECOND = 1_000_000_000
@@ -208,7 +208,7 @@ def write(path: str, entries: dict[str, Cached]) -> None:
     """Replace the cache file atomically."""
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
-    # Not compressed: documents inside are deflated already, and inflating the whole file took
+    # Not compressed: documents inside are compressed already, and decompressing the whole file took
     # longer than reading it uncompressed.
     stamps = {location: (entry.inputs, entry.stamp) for location, entry in entries.items()}
     results = {location: entry.result for location, entry in entries.items()}
