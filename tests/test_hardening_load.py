@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pickle
 import signal
 import time
 import zipfile
@@ -26,7 +27,7 @@ from conftest import free_port, write_config
 
 from eprd.indexers.local import indexcache
 from eprd.indexers.local.collection import Collection, load_many
-from eprd.model import files, limits, package, yamlfile
+from eprd.model import limits, package, yamlfile, zipcheck
 from eprd.model.files import PackageFileError, ZipFiles
 from eprd.model.package import LoadOptions, Package, PackageError, load_package
 from eprd.ops.supervise import RESTARTING, STOPPED, Supervisor
@@ -58,6 +59,19 @@ def test_each_bad_version_is_rejected_with_a_reason(case: bp.Case, tmp_path: Pat
 def test_the_good_package_beside_them_loads(tmp_path: Path) -> None:
     assert isinstance(load(pf.write_dir(tmp_path, "good", "1.0.0")), Package)
     assert isinstance(load(pf.write_zip(tmp_path, "good", "1.0.0")), Package)
+
+
+def test_a_zip_load_keeps_none_of_what_its_check_decompressed(tmp_path: Path) -> None:
+    """The check hands the loader the YAML and JSON it decompressed; what the loader did not read
+    is dropped with the load, so that the package (kept while served, pickled to the serving
+    process and into the index cache) carries no entry's content."""
+    unread = b"an unread kibana object " * 40
+    location = pf.write_zip(
+        tmp_path, "demo", "1.0.0", files={"kibana/dashboard/demo-a.json": b'{"title": "%s"}' % unread}
+    )
+    result = load(location)
+    assert isinstance(result, Package)
+    assert unread not in pickle.dumps(result)
 
 
 def test_worker_processes_reject_them_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -226,13 +240,13 @@ def test_a_zip_checked_once_is_not_read_again_from_the_index_cache(tmp_path: Pat
     first.load_all()
     first.save_cache()
     checked: list[str] = []
-    original = files.check_zip
-    files.check_zip = lambda archive: checked.append(archive.filename) or original(archive)
+    original = zipcheck.check_zip
+    zipcheck.check_zip = lambda archive, **kw: checked.append(archive.filename) or original(archive, **kw)
     try:
         second = Collection([str(root)], OPTIONS, cache_folder=str(cache))
         second.load_all()
     finally:
-        files.check_zip = original
+        zipcheck.check_zip = original
     assert second.reused == 1 and checked == []
 
 

@@ -18,11 +18,10 @@ import stat
 import struct
 import threading
 import zipfile
-import zlib
 from collections import OrderedDict
 from typing import NamedTuple
 
-from eprd.model import limits
+from eprd.model import limits, zipcheck
 
 
 class PackageFileError(ValueError):
@@ -71,6 +70,9 @@ class PackageFiles:
     def read_listed(self, path: str) -> bytes:
         """Read a file :meth:`entries` listed; the loader's fast path."""
         return self.read(path)
+
+    def loaded(self) -> None:
+        """The load is over: drop what it kept for :meth:`read_listed` (before the files are pickled)."""
 
 
 def _safe_relative(path: str) -> str | None:
@@ -230,7 +232,12 @@ class ZipFiles(PackageFiles):
             if name and _safe_relative(name) is None:
                 raise PackageFileError(f"unsafe entry name in zip archive: {info.filename!r}")
         self.prefix = _zip_root(infos, location)
-        check_zip(archive)
+        # The check decompresses every entry anyway: the loader's reads of manifests, fields files
+        # and pipelines take what it kept instead of decompressing them a second time.
+        try:
+            self._checked = zipcheck.check_zip(archive, keep=_parsed_entry)
+        except zipcheck.ZipDamaged as err:
+            raise PackageFileError(str(err)) from None
         # Plain tuples rather than Entry and FileInfo: packages travel from loader processes and
         # through the index cache pickled, and a named tuple costs a Python call to unpickle.
         self._entries: list[tuple[str, bool]] = []
@@ -268,7 +275,11 @@ class ZipFiles(PackageFiles):
         found = self._files.get(path)
         if found is not None and found[0] > limits.MAX_FILE_BYTES:
             raise PackageFileError(f"file {path} is larger than {limits.MAX_FILE_BYTES} bytes")
-        return self.read(path)
+        checked = self._checked.pop(self.prefix + path, None)
+        return checked if checked is not None else self.read(path)
+
+    def loaded(self) -> None:
+        self._checked.clear()
 
 
 def _open_zip(location: str) -> zipfile.ZipFile:
@@ -286,136 +297,12 @@ def _open_zip(location: str) -> zipfile.ZipFile:
         raise PackageFileError(f"invalid zip file: {type(err).__name__}: {err}") from err
 
 
-_ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated"}
-_CHECK_CHUNK = 1 << 20
+_PARSED_SUFFIXES = (".yml", ".yaml", ".json")
 
 
-def check_zip(archive: zipfile.ZipFile) -> None:
-    """Make sure every entry of ``archive`` can be read, once, within the limits; else PackageFileError.
-
-    An accepted zip then never fails a request: the central directory is checked against the
-    limits first (entry count, sizes, compression ratio, methods Go's archive/zip reads, no
-    encryption, no entries sharing data), then every entry is decompressed in one streaming
-    pass straight from the file, which checks its local header and name, its deflate data, its
-    size and its CRC-32.
-    """
-    infos = archive.infolist()
-    if len(infos) > limits.MAX_ENTRIES:
-        raise PackageFileError(f"more than {limits.MAX_ENTRIES} entries in zip archive")
-    total = 0
-    names: set[str] = set()
-    for info in infos:
-        if info.filename in names:
-            raise PackageFileError(f"duplicate zip entry {info.filename}")
-        names.add(info.filename)
-        if info.compress_type not in _ZIP_METHODS:
-            raise PackageFileError(
-                f"zip entry {info.filename} uses unsupported compression method {info.compress_type}"
-            )
-        if info.flag_bits & 0x41:  # (0x40: strong encryption)
-            raise PackageFileError(f"zip entry {info.filename} is encrypted")
-        if info.flag_bits & 0x20:
-            raise PackageFileError(f"zip entry {info.filename} holds compressed patched data")
-        total += info.file_size
-        if total > limits.MAX_ZIP_BYTES:
-            raise PackageFileError(f"zip entries hold more than {limits.MAX_ZIP_BYTES} bytes decompressed")
-        if info.file_size > limits.RATIO_MIN_BYTES and info.file_size > limits.MAX_ZIP_RATIO * max(
-            info.compress_size, 1
-        ):
-            raise PackageFileError(
-                f"zip entry {info.filename} expands more than {limits.MAX_ZIP_RATIO} times"
-            )
-    _check_no_overlap(archive, infos)
-    if archive.filename is None:
-        return
-    fd = os.open(archive.filename, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        for info in infos:
-            if not (info.is_dir() and info.compress_size == 0):
-                try:
-                    _check_entry(fd, info)
-                except PackageFileError:
-                    raise
-                except Exception as err:  # zlib.error, OSError, struct.error, ...
-                    raise PackageFileError(f"damaged zip entry {info.filename}: {_describe(err)}") from None
-    finally:
-        os.close(fd)
-
-
-def _entry_name(info: zipfile.ZipInfo) -> bytes:
-    """The name's bytes as stored (zipfile decodes it as UTF-8 when flagged so, else as CP437)."""
-    name = info.orig_filename
-    if name.isascii():
-        return name.encode("ascii")
-    return name.encode("utf-8" if info.flag_bits & 0x800 else "cp437", "surrogateescape")
-
-
-def _check_entry(fd: int, info: zipfile.ZipInfo) -> None:
-    """One entry, read straight from the file: local header, then its data decompressed and checked.
-
-    (What ZipFile.open and read check, without their per-entry objects: a zip package has hundreds
-    of entries, and this runs for every zip of a cold start.)
-    """
-    header = os.pread(fd, 30, info.header_offset)
-    if len(header) < 30 or header[:4] != b"PK\x03\x04":
-        raise PackageFileError(f"damaged zip entry {info.filename}: bad local file header")
-    name_len, extra_len = struct.unpack_from("<HH", header, 26)
-    local_name = os.pread(fd, name_len, info.header_offset + 30)
-    if local_name != _entry_name(info):
-        raise PackageFileError(
-            f"damaged zip entry {info.filename}: file name in directory {info.orig_filename!r} "
-            f"and header {local_name!r} differ"
-        )
-    offset = info.header_offset + 30 + name_len + extra_len
-    left = info.compress_size
-    inflate = zlib.decompressobj(-15) if info.compress_type == zipfile.ZIP_DEFLATED else None
-    size = crc = 0
-    while left > 0:
-        chunk = os.pread(fd, min(left, _CHECK_CHUNK), offset)
-        if not chunk:
-            raise PackageFileError(f"damaged zip entry {info.filename}: truncated data")
-        offset += len(chunk)
-        left -= len(chunk)
-        if inflate is not None:
-            # Never more than the declared size (plus one byte, to notice a lie) at a time.
-            chunk = inflate.decompress(chunk, info.file_size - size + 1)
-            while True:
-                size += len(chunk)
-                crc = zlib.crc32(chunk, crc)
-                if size > info.file_size or not inflate.unconsumed_tail:
-                    break
-                chunk = inflate.decompress(inflate.unconsumed_tail, info.file_size - size + 1)
-        else:
-            size += len(chunk)
-            crc = zlib.crc32(chunk, crc)
-        if size > info.file_size:
-            raise PackageFileError(f"damaged zip entry {info.filename}: more data than its declared size")
-    if inflate is not None and not inflate.eof:
-        raise PackageFileError(f"damaged zip entry {info.filename}: deflate data ends early")
-    if size != info.file_size:
-        raise PackageFileError(f"damaged zip entry {info.filename}: {size} bytes, {info.file_size} declared")
-    if crc != info.CRC:
-        raise PackageFileError(f"damaged zip entry {info.filename}: Bad CRC-32")
-
-
-def _check_no_overlap(archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo]) -> None:
-    """Entries that share compressed data are how small zips expand to terabytes."""
-    end = 0
-    for info in sorted(infos, key=lambda i: i.header_offset):
-        if info.header_offset < end:
-            raise PackageFileError(f"zip entry {info.filename} overlaps another entry")
-        name = len(_entry_name(info))
-        # (A lower bound of the entry's end: its local extra field and data descriptor come on top.)
-        end = info.header_offset + 30 + name + info.compress_size
-    start_dir = getattr(archive, "start_dir", None)
-    if isinstance(start_dir, int) and end > start_dir:
-        raise PackageFileError("zip entry data overlaps the central directory")
-
-
-def _describe(err: BaseException) -> str:
-    if isinstance(err, zlib.error):
-        return f"invalid deflate data ({err})"
-    return f"{type(err).__name__}: {err}" if not isinstance(err, zipfile.BadZipFile) else str(err)
+def _parsed_entry(info: zipfile.ZipInfo) -> bool:
+    """Whether a loader may parse this entry: a YAML or JSON file within the read limit."""
+    return info.file_size <= limits.MAX_FILE_BYTES and info.filename.endswith(_PARSED_SUFFIXES)
 
 
 def _zip_root(infos: list[zipfile.ZipInfo], location: str) -> str:
@@ -476,7 +363,7 @@ class _ZipCache:
         except KeyError as err:
             raise FileNotFoundError(name) from err
         except Exception as err:  # the archive was replaced by a damaged one since it was checked
-            raise PackageFileError(f"cannot read zip entry {name}: {_describe(err)}") from err
+            raise PackageFileError(f"cannot read zip entry {name}: {zipcheck.describe(err)}") from err
 
 
 _ZIP_CACHE = _ZipCache()

@@ -129,6 +129,8 @@ def load_package(location: str, options: LoadOptions) -> tuple[Package | Package
         result: Package | PackageError = _Loader(files, listing, options).load()
     except Exception as err:
         result = rejection(location, err)
+    if files is not None:
+        files.loaded()
     if files is None or listing is None:
         return result, ()
     try:

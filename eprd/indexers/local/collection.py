@@ -124,7 +124,16 @@ def load_many(
 
 def _worker_pool(workers: int) -> ProcessPoolExecutor:
     # Spawned, not forked: the serving process has threads (the event loop's executor).
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    return _loader_pool(workers, "spawn")
+
+
+def _loader_pool(workers: int, method: str) -> ProcessPoolExecutor:
+    # No cyclic garbage collection in a loader process at all: it lives for one load, and what it
+    # builds is sent away and freed by reference counting. Re-enabled after each chunk, the
+    # collector would walk every object the chunk allocated once more, and find nothing.
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context(method), initializer=gc.disable
+    )
 
 
 def forked_pool(workers: int) -> ProcessPoolExecutor | None:
@@ -137,7 +146,7 @@ def forked_pool(workers: int) -> ProcessPoolExecutor | None:
     """
     if workers <= 1 or threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
         return None
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+    pool = _loader_pool(workers, "fork")
     pool.submit(int)  # the processes are forked at the first submit
     return pool
 
