@@ -54,7 +54,14 @@ from eprd.model.sections import (
     requires_doc,
     template_summary,
 )
-from eprd.model.versions import Constraint, VersionError, is_prerelease, parse_strict, sort_key
+from eprd.model.versions import (
+    Constraint,
+    VersionError,
+    is_prerelease,
+    parse_constraint,
+    parse_strict,
+    sort_key,
+)
 
 log = logging.getLogger("eprd.package")
 
@@ -406,7 +413,11 @@ class _Loader:
         if section is None:
             return None
         try:
-            return Constraint.parse(section["version"])
+            expression = section["version"]
+            # (Memoised: most versions of a package, and many packages, share their constraints.)
+            if isinstance(expression, str):
+                return parse_constraint(expression)
+            return Constraint.parse(expression)
         except VersionError as err:
             raise ManifestError(f"invalid {label} versions range {section['version']}: {err}") from None
 
