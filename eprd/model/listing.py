@@ -12,17 +12,21 @@ class Listing:
 
     def __init__(self, entries: list[Entry]) -> None:
         self.entries = entries
-        self.files = {e.path for e in entries if not e.is_dir}
+        self.files: set[str] = set()
         self._children: dict[str, list[Entry]] = defaultdict(list)
         self.dirs: set[str] = set()
+        files, children, dirs = self.files, self._children, self.dirs
         for entry in entries:
-            parent, _, _ = entry.path.rpartition("/")
-            self._children[parent].append(entry)
-            if entry.is_dir:
-                self.dirs.add(entry.path)
+            path, is_dir = entry
+            parent = path.rpartition("/")[0]
+            children[parent].append(entry)
+            if is_dir:
+                dirs.add(path)
+            else:
+                files.add(path)
             # Archives may omit folder entries; their folders still exist for lookups.
-            while parent and parent not in self.dirs:
-                self.dirs.add(parent)
+            while parent and parent not in dirs:
+                dirs.add(parent)
                 parent = parent.rpartition("/")[0]
 
     def is_file(self, path: str) -> bool:
