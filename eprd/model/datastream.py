@@ -276,7 +276,7 @@ def _required_fields_problem(contents: list[tuple[str, bytes | None]]) -> str | 
             return f"reading file failed (path: {path}): {err}"
         if data is None:
             continue
-        if not isinstance(data, list) or not all(isinstance(f, dict | None) for f in data):
+        if not isinstance(data, list) or not all(f is None or isinstance(f, dict) for f in data):
             return f"unmarshaling file failed (path: {path}): not a list of fields"
         fields.extend(_flatten(f or {}) for f in data)
     try:

@@ -34,13 +34,20 @@ def put(doc: dict[str, Any], key: str, value: Any, rule: str = OMIT_EMPTY) -> No
     doc[key] = value
 
 
+# Tuples, not ``str | list | dict``: a union in isinstance is built again at every call, and
+# these checks run for every field of every document loaded.
+_SIZED = (str, list, dict)
+_NUMBERS = (int, float)
+_CONTAINERS = (dict, list)
+
+
 def is_empty(value: Any) -> bool:
     """Go's notion of an empty value for ``omitempty``."""
     if value is None or value is False:
         return True
-    if isinstance(value, str | list | dict):
+    if isinstance(value, _SIZED):
         return not value
-    return isinstance(value, int | float) and value == 0
+    return isinstance(value, _NUMBERS) and value == 0
 
 
 def obj(value: Any, where: str) -> dict[str, Any] | None:
@@ -58,7 +65,7 @@ def text(value: Any, where: str) -> str:
         return ""
     if isinstance(value, str):
         return value
-    if isinstance(value, dict | list):
+    if isinstance(value, _CONTAINERS):
         raise ManifestError(f"type mismatch accessing '{where}': expected a string")
     return go_string(value)
 
