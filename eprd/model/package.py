@@ -21,11 +21,7 @@ import zstandard
 
 from eprd.model import gojson, yamlfile
 from eprd.model.categories import CATEGORIES
-from eprd.model.datastream import (
-    data_stream_dirs,
-    data_stream_summary,
-    load_data_stream,
-)
+from eprd.model.datastream import data_stream_dirs, data_stream_summary, load_data_stream
 from eprd.model.errors import PackageError, printable, rejection
 from eprd.model.files import DirFiles, PackageFileError, PackageFiles, open_package, signature_path
 from eprd.model.listing import Listing
@@ -413,11 +409,9 @@ class _Loader:
         if section is None:
             return None
         try:
-            expression = section["version"]
+            given = section["version"]
             # (Memoised: most versions of a package, and many packages, share their constraints.)
-            if isinstance(expression, str):
-                return parse_constraint(expression)
-            return Constraint.parse(expression)
+            return parse_constraint(given) if isinstance(given, str) else Constraint.parse(given)
         except VersionError as err:
             raise ManifestError(f"invalid {label} versions range {section['version']}: {err}") from None
 
