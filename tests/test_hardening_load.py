@@ -74,6 +74,29 @@ def test_a_zip_load_keeps_none_of_what_its_check_decompressed(tmp_path: Path) ->
     assert unread not in pickle.dumps(result)
 
 
+def test_the_zip_check_keeps_no_more_than_its_budget(tmp_path: Path) -> None:
+    """What the check keeps for the loader is bounded, whatever the archive holds."""
+    streams = {f"s{i}": {"title": f"Stream {i} " + "x" * 2000} for i in range(8)}
+    location = pf.write_zip(tmp_path, "demo", "1.0.0", data_streams=streams)
+    with zipfile.ZipFile(location) as archive:
+        kept = zipcheck.check_zip(archive, keep=lambda info: True, keep_bytes=5000)
+        everything = sum(info.file_size for info in archive.infolist())
+    assert kept and sum(map(len, kept.values())) <= 5000 < everything
+
+
+def test_a_zip_beyond_the_check_budget_loads_every_data_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries the check did not keep are read from the archive, as before."""
+    streams = {f"s{i}": {"title": f"Stream {i}"} for i in range(6)}
+    location = pf.write_zip(tmp_path, "demo", "1.0.0", data_streams=streams)
+    monkeypatch.setattr(limits, "MAX_FILE_BYTES", 1500)  # the budget: a few files' worth
+    result = load(location)
+    assert isinstance(result, Package)
+    document = orjson.loads(package.render_document(result, None))
+    assert sorted(d["title"] for d in document["data_streams"]) == [f"Stream {i}" for i in range(6)]
+
+
 def test_worker_processes_reject_them_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Start-up in loader processes: as many candidates as it takes to use them."""
     bad = {str(case.write(tmp_path / "bad")): case for case in bp.CASES}

@@ -236,9 +236,12 @@ class ZipFiles(PackageFiles):
                 raise PackageFileError(f"unsafe entry name in zip archive: {info.filename!r}")
         self.prefix = _zip_root(infos, location)
         # The check decompresses every entry anyway: the loader's reads of manifests, fields files
-        # and pipelines take what it kept instead of decompressing them a second time.
+        # and pipelines take what it kept instead of decompressing them a second time (no more
+        # than one file's read limit in all, so that a hostile archive costs no more memory).
         try:
-            self._checked = zipcheck.check_zip(archive, keep=_parsed_entry)
+            self._checked = zipcheck.check_zip(
+                archive, keep=functools.partial(_parsed_entry, self.prefix), keep_bytes=limits.MAX_FILE_BYTES
+            )
         except zipcheck.ZipDamaged as err:
             raise PackageFileError(str(err)) from None
         # Plain tuples rather than Entry and FileInfo: packages travel from loader processes and
@@ -303,9 +306,14 @@ def _open_zip(location: str) -> zipfile.ZipFile:
 _PARSED_SUFFIXES = (".yml", ".yaml", ".json")
 
 
-def _parsed_entry(info: zipfile.ZipInfo) -> bool:
-    """Whether a loader may parse this entry: a YAML or JSON file within the read limit."""
-    return info.file_size <= limits.MAX_FILE_BYTES and info.filename.endswith(_PARSED_SUFFIXES)
+def _parsed_entry(prefix: str, info: zipfile.ZipInfo) -> bool:
+    """Whether a loader reads this entry of a package under ``prefix``: its manifest, or a YAML or
+    JSON file of a data stream (manifests, fields files, ingest pipelines)."""
+    name = info.filename
+    if not name.startswith(prefix) or not name.endswith(_PARSED_SUFFIXES):
+        return False
+    rel = name[len(prefix) :]
+    return rel == "manifest.yml" or rel.startswith("data_stream/")
 
 
 def _zip_root(infos: list[zipfile.ZipInfo], location: str) -> str:

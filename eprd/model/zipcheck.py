@@ -20,11 +20,12 @@ _CHECK_CHUNK = 1 << 20
 
 
 def check_zip(
-    archive: zipfile.ZipFile, keep: Callable[[zipfile.ZipInfo], bool] | None = None
+    archive: zipfile.ZipFile, keep: Callable[[zipfile.ZipInfo], bool] | None = None, keep_bytes: int = 0
 ) -> dict[str, bytes]:
     """Make sure every entry of ``archive`` can be read, once, within the limits; else ZipDamaged.
 
-    Returns the content of the entries ``keep`` selects, by name, as the check decompressed it.
+    Returns the content of the entries ``keep`` selects, by name, as the check decompressed it:
+    no more than ``keep_bytes`` in all, whatever the archive holds.
 
     An accepted zip then never fails a request: the central directory is checked against the
     limits first (entry count, sizes, compression ratio, methods Go's archive/zip reads, no
@@ -58,6 +59,7 @@ def check_zip(
             raise ZipDamaged(f"zip entry {info.filename} expands more than {limits.MAX_ZIP_RATIO} times")
     _check_no_overlap(archive, infos)
     kept: dict[str, bytes] = {}
+    kept_bytes = 0
     if archive.filename is None:
         return kept
     fd = os.open(archive.filename, os.O_RDONLY | os.O_CLOEXEC)
@@ -65,13 +67,15 @@ def check_zip(
         for info in infos:
             if not (info.is_dir() and info.compress_size == 0):
                 try:
-                    content = _check_entry(fd, info, keep is not None and keep(info))
+                    wanted = keep is not None and kept_bytes + info.file_size <= keep_bytes and keep(info)
+                    content = _check_entry(fd, info, wanted)
                 except ZipDamaged:
                     raise
                 except Exception as err:  # zlib.error, OSError, struct.error, ...
                     raise ZipDamaged(f"damaged zip entry {info.filename}: {describe(err)}") from None
                 if content is not None:
                     kept[info.filename] = content
+                    kept_bytes += len(content)
     finally:
         os.close(fd)
     return kept
