@@ -26,7 +26,7 @@ import pytest
 from conftest import free_port, write_config
 
 from eprd.indexers.local import indexcache
-from eprd.indexers.local.collection import Collection, load_many
+from eprd.indexers.local.collection import Collection, Loading, load_many
 from eprd.model import limits, package, yamlfile, zipcheck
 from eprd.model.files import PackageFileError, ZipFiles
 from eprd.model.package import LoadOptions, Package, PackageError, load_package
@@ -107,6 +107,26 @@ def test_worker_processes_reject_them_too(tmp_path: Path, monkeypatch: pytest.Mo
     for location, case in bad.items():
         assert_rejected(by_location[location], Path(location), case.words)
     assert all(isinstance(by_location[location], Package) for location in good)
+
+
+def test_a_cold_start_returns_to_its_imports_once_the_loader_processes_have_work(tmp_path: Path) -> None:
+    """``Loading.start`` hands the loaders their chunks before the caller imports the HTTP stack
+    (which would hold the interpreter lock meanwhile), and does not wait for the load itself."""
+    root = tmp_path / "packages"
+    for i in range(70):
+        pf.write_dir(root, f"pkg{i}", "1.0.0")
+    collection = Collection([str(root)], OPTIONS, workers=2)
+    seen: list[int] = []
+    original = collection.load_all
+
+    def load_all(pool: Any, dispatched: Any) -> Any:  # the real load, watched
+        return original(pool, lambda: (seen.append(len(collection.packages)), dispatched()))
+
+    collection.load_all = load_all  # type: ignore[method-assign]
+    loading = Loading.start(collection)
+    assert seen and seen[0] == 0  # handed out before any result was taken in
+    loading.future.result(timeout=60)
+    assert len(collection.packages) == 70
 
 
 @pytest.mark.parametrize(

@@ -90,11 +90,23 @@ def _load_chunk(locations: list[str], options: LoadOptions) -> list[Loaded]:
     return out
 
 
+def _nothing() -> None:
+    pass
+
+
 def load_many(
-    locations: list[str], options: LoadOptions, workers: int, pool: ProcessPoolExecutor | None = None
+    locations: list[str],
+    options: LoadOptions,
+    workers: int,
+    pool: ProcessPoolExecutor | None = None,
+    dispatched: Callable[[], None] = _nothing,
 ) -> list[Loaded]:
-    """Load candidates, in ``workers`` processes (``pool``'s, if given) when there are enough of them."""
+    """Load candidates, in ``workers`` processes (``pool``'s, if given) when there are enough of them.
+
+    ``dispatched`` is called once every process has its work (at once when this process loads).
+    """
     if workers <= 1 or len(locations) < PARALLEL_MIN:
+        dispatched()
         return _load_chunk(locations, options)
     # Neighbouring versions share most files: a chunk holds whole packages, so a process's YAML
     # memo keeps hitting. Several chunks per process keep both busy to the end, and this process
@@ -107,6 +119,7 @@ def load_many(
         chunks[-1].append(location)
     with contextlib.nullcontext(pool) if pool is not None else _worker_pool(workers) as loaders:
         futures = [(chunk, loaders.submit(_load_chunk, chunk, options)) for chunk in chunks if chunk]
+        dispatched()
         out: list[Loaded] = []
         for chunk, future in futures:
             try:
@@ -219,23 +232,31 @@ class Collection:
         self.reused = 0  # versions taken from the index cache by the last load_all
         self.cache_outdated = False  # whether the cache file differs from what is loaded
 
-    def load_all(self, pool: ProcessPoolExecutor | None = None) -> Changes:
+    def load_all(
+        self, pool: ProcessPoolExecutor | None = None, dispatched: Callable[[], None] = _nothing
+    ) -> Changes:
         """Scan every package path and load every candidate, reusing index cache entries still fresh.
 
         ``pool``: processes forked for this load (:func:`forked_pool`), shut down when it ends;
-        by default forked here if this process has one thread.
+        by default forked here if this process has one thread. ``dispatched`` is called once the
+        loader processes have their work, or a warm start has begun reading the index cache (and
+        at the latest when the load ends).
         """
         pool = pool or forked_pool(self.workers)
         try:
-            return self._load_all(pool)
+            return self._load_all(pool, dispatched)
         finally:
+            dispatched()
             if pool is not None:
                 pool.shutdown(cancel_futures=True)  # (waits: its threads are gone before a fork)
 
     @_gc_paused()
-    def _load_all(self, pool: ProcessPoolExecutor | None) -> Changes:
+    def _load_all(self, pool: ProcessPoolExecutor | None, dispatched: Callable[[], None]) -> Changes:
         found = scan(self.paths)
         self.candidates = {c.location: c for c in found}
+        if self.cache_file and os.path.exists(self.cache_file):
+            dispatched()  # a warm start: reading the cache is this process's work, not the loaders'
+
         spawned = None
         if (
             pool is None
@@ -261,7 +282,7 @@ class Collection:
         self.cached.update(fresh)
         for location, entry in fresh.items():
             self._accept(location, entry.result, Changes())
-        changes = self._reload([c.location for c in found if c.location not in fresh], pool)
+        changes = self._reload([c.location for c in found if c.location not in fresh], pool, dispatched)
         changes.added.extend(loc for loc, e in fresh.items() if not isinstance(e.result, PackageError))
         changes.rejected.extend(loc for loc, e in fresh.items() if isinstance(e.result, PackageError))
         self.cache_outdated = len(fresh) != len(stored.stamps) or len(fresh) != len(found)
@@ -377,7 +398,12 @@ class Collection:
         return parts[:1]
 
     @_gc_paused()
-    def _reload(self, locations: list[str], pool: ProcessPoolExecutor | None = None) -> Changes:
+    def _reload(
+        self,
+        locations: list[str],
+        pool: ProcessPoolExecutor | None = None,
+        dispatched: Callable[[], None] = _nothing,
+    ) -> Changes:
         changes = Changes()
         present = []
         for location in locations:
@@ -391,7 +417,7 @@ class Collection:
                 continue
             self.candidates[location] = candidate
             present.append(location)
-        for location, result, pending in load_many(present, self.options, self.workers, pool):
+        for location, result, pending in load_many(present, self.options, self.workers, pool, dispatched):
             if pending is None:
                 self.cached.pop(location, None)
             else:
@@ -434,12 +460,19 @@ class Loading:
 
     @classmethod
     def start(cls, collection: Collection) -> Loading:
-        """Start loading ``collection`` in the background."""
+        """Start loading ``collection`` in the background; return once its loader processes have work.
+
+        (The caller imports the HTTP stack next. Until the scan is done and the chunks are sent,
+        that import would hold the interpreter lock most of the time, and the loader processes
+        would wait: 0.14 s of a 2.2 s cold start on two cores.)
+        """
         started = time.monotonic()
         pool = forked_pool(collection.workers)  # before the thread: see forked_pool
         background = ThreadPoolExecutor(1, thread_name_prefix="eprd-load")
-        future = background.submit(collection.load_all, pool)
+        dispatched = threading.Event()
+        future = background.submit(collection.load_all, pool, dispatched.set)
         background.shutdown(wait=False)  # (its thread ends when the load is done)
+        dispatched.wait()  # (set at the latest when load_all ends, however it ends)
         return cls(future, started)
 
 
