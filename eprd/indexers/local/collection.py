@@ -37,7 +37,7 @@ T = TypeVar("T")
 
 # Below this many versions, starting worker processes costs more than it saves.
 PARALLEL_MIN = 64
-# Work goes out in chunks, many per worker process, so that the processes finish together.
+# Loads go out in guided chunks (see load_many), stamp checks in this many shares per process.
 CHUNKS_PER_WORKER = 32
 CHUNK_MIN = 16
 
@@ -111,11 +111,15 @@ def load_many(
     # Neighbouring versions share most files: a chunk holds whole packages, so a process's YAML
     # memo keeps hitting. Several chunks per process keep both busy to the end, and this process
     # takes in the results of one while the next is loaded.
+    # Guided: each chunk a share of what is left when it starts, down to CHUNK_MIN, so that the
+    # processes take few large chunks first (less handing over) and small ones last (they finish
+    # together).
     chunks: list[list[str]] = []
-    size = _chunk_size(len(locations), workers)
-    for location in locations:
+    size = 0
+    for index, location in enumerate(locations):
         if not chunks or (len(chunks[-1]) >= size and _package_of(chunks[-1][-1]) != _package_of(location)):
             chunks.append([])
+            size = max(CHUNK_MIN, (len(locations) - index) // (2 * workers))
         chunks[-1].append(location)
     with contextlib.nullcontext(pool) if pool is not None else _worker_pool(workers) as loaders:
         futures = [(chunk, loaders.submit(_load_chunk, chunk, options)) for chunk in chunks if chunk]
