@@ -109,11 +109,9 @@ def load_many(
         dispatched()
         return _load_chunk(locations, options)
     # Neighbouring versions share most files: a chunk holds whole packages, so a process's YAML
-    # memo keeps hitting. Several chunks per process keep both busy to the end, and this process
-    # takes in the results of one while the next is loaded.
-    # Guided: each chunk a share of what is left when it starts, down to CHUNK_MIN, so that the
-    # processes take few large chunks first (less handing over) and small ones last (they finish
-    # together).
+    # memo keeps hitting. The chunks are guided, each a share of what is left when it starts (down
+    # to CHUNK_MIN): large ones first (less handing over), small ones last (the processes finish
+    # together); this process takes in the results of one while the next ones are loaded.
     chunks: list[list[str]] = []
     size = 0
     for index, location in enumerate(locations):
