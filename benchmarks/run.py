@@ -24,6 +24,7 @@ also on Ctrl-C and errors.
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import gzip
 import hashlib
@@ -326,6 +327,10 @@ class Eprd:
         env: dict[str, str] | None = None,
         revision: str | None = None,
     ) -> None:
+        # As an installed eprd has it (pip compiles on install; the image keeps those files): the
+        # bytecode, which a PYTHONDONTWRITEBYTECODE environment never writes, so that every start
+        # compiled eprd's modules again (about 0.1 s of CPU).
+        compileall.compile_dir(str((cwd or ROOT) / "eprd"), quiet=1)
         self.port = free_port()
         self.log_path = WORK / "logs" / f"eprd-{name}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
