@@ -1543,7 +1543,7 @@ def check_tools() -> None:
     missing = [tool for tool in ("nginx", "wrk") if shutil.which(tool) is None]
     if missing:
         sys.exit(
-            f"benchmarks/run.py needs {' and '.join(missing)} on PATH.\n"
+            f"{sys.argv[0]} needs {' and '.join(missing)} on PATH.\n"
             "On Debian/Ubuntu: apt-get install -y nginx-light wrk"
         )
     try:

@@ -58,6 +58,7 @@ from benchmarks.run import (  # (run.py is a script next to this one)
     Client,
     Eprd,
     Nginx,
+    check_tools,
     collection,
     fill_page_cache,
     fmt,
@@ -377,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     opts.cold_versions = [int(v) for v in (opts.cold_versions or default_cold).split(",")]
     WORK.mkdir(parents=True, exist_ok=True)
     phases = set(opts.only.split(","))
+    if "throughput" in phases:
+        check_tools()  # (before minutes of other phases, not a traceback when nginx is reached)
     results: dict[str, Any] = {
         "versions": opts.versions,
         "interpreter": interpreter(),
