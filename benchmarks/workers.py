@@ -258,8 +258,8 @@ def interpreter() -> dict[str, Any]:
 def machine_speed() -> dict[str, float]:
     """Two fixed workloads, so that figures from different machines can be set side by side.
 
-    Cold starts are pure CPU work (interpreted code and system calls), and the machines these
-    benchmarks ran on differed by up to 2x in both: the fastest of three runs of each.
+    A cold start is CPU work, interpreted code and system calls, and the same code has started up to
+    twice as slowly on one machine (or hour) as on another. Each figure: the fastest of three runs.
     """
     code = "d = {}\nfor i in range(2_000_000):\n    d[i & 1023] = str(i).partition('9')"
     loop = min(timeit.repeat(code, number=1, repeat=3))
