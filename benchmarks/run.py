@@ -327,9 +327,9 @@ class Eprd:
         env: dict[str, str] | None = None,
         revision: str | None = None,
     ) -> None:
-        # As an installed eprd has it (pip compiles on install; the image keeps those files): the
-        # bytecode, which a PYTHONDONTWRITEBYTECODE environment never writes, so that every start
-        # compiled eprd's modules again (about 0.1 s of CPU).
+        # eprd's bytecode, as an installed eprd has it (pip compiles at install; the image keeps
+        # it). In a checkout under PYTHONDONTWRITEBYTECODE it is never written, and every start
+        # compiled all of eprd again (about 0.1 s of CPU).
         compileall.compile_dir(str((cwd or ROOT) / "eprd"), quiet=1)
         self.port = free_port()
         self.log_path = WORK / "logs" / f"eprd-{name}.log"
