@@ -283,6 +283,7 @@ def wait_for(check: Any, what: str, timeout: float = 90) -> None:
         HealthCheck.function_scoped_fixture,
         HealthCheck.too_slow,
         HealthCheck.data_too_large,
+        HealthCheck.large_base_example,  # (the lists' sizes are EPRD_FUZZ_EXAMPLES, on purpose)
     ],
 )
 @given(
