@@ -12,8 +12,8 @@ for a served package's documents or files answers 5xx or holds the secret, the l
 traceback (the supervisor's excepted) and SIGTERM exits 0.
 
 ``EPRD_FUZZ_EXAMPLES`` sets how many mutants each part tries (CI: 100 in process and 24 through
-the process); the long run is ``EPRD_FUZZ_EXAMPLES=300 .venv/bin/python -m pytest -q
-tests/test_fuzz_packages.py``.
+the process; beyond 50, one eprd process per round of at most 50); the long run is
+``EPRD_FUZZ_EXAMPLES=300 .venv/bin/python -m pytest -q tests/test_fuzz_packages.py``.
 """
 
 from __future__ import annotations
@@ -41,6 +41,10 @@ from eprd.model.package import LoadOptions, Package, PackageError, load_package,
 EXAMPLES = int(os.environ.get("EPRD_FUZZ_EXAMPLES", "0") or 0)
 IN_PROCESS = EXAMPLES or 100
 THROUGH_PROCESS = EXAMPLES or 24
+# Mutants per eprd process: more in one example overflow Hypothesis's buffer, so a long run starts
+# eprd once per round of at most this many.
+PER_PROCESS = min(THROUGH_PROCESS, 50)
+ROUNDS = -(-THROUGH_PROCESS // PER_PROCESS)
 
 YAML_FILES = ("manifest.yml", "data_stream/log/manifest.yml", "data_stream/log/fields/base-fields.yml")
 SNIPPETS = (
@@ -276,19 +280,19 @@ def wait_for(check: Any, what: str, timeout: float = 90) -> None:
 
 
 @settings(
-    max_examples=1,
+    max_examples=ROUNDS,
     deadline=None,
     phases=[Phase.generate],
     suppress_health_check=[
         HealthCheck.function_scoped_fixture,
         HealthCheck.too_slow,
         HealthCheck.data_too_large,
-        HealthCheck.large_base_example,  # (the lists' sizes are EPRD_FUZZ_EXAMPLES, on purpose)
+        HealthCheck.large_base_example,  # (the lists' sizes are set by EPRD_FUZZ_EXAMPLES, on purpose)
     ],
 )
 @given(
-    at_start=st.lists(mutants(), min_size=THROUGH_PROCESS // 2, max_size=THROUGH_PROCESS // 2),
-    live=st.lists(mutants(), min_size=THROUGH_PROCESS - THROUGH_PROCESS // 2, max_size=THROUGH_PROCESS),
+    at_start=st.lists(mutants(), min_size=PER_PROCESS // 2, max_size=PER_PROCESS // 2),
+    live=st.lists(mutants(), min_size=PER_PROCESS - PER_PROCESS // 2, max_size=PER_PROCESS),
 )
 def test_mutants_at_start_up_and_through_live_reload(
     at_start: list[Mutant], live: list[Mutant], eprd_process: Any, tmp_path_factory: Any
