@@ -79,16 +79,20 @@ def proxy_registry(
     packages: list[Path],
     proxy_to: str,
     cache_folder: Path | None,
+    scratch: Path,
     upstream: Upstream | None = None,
     pull: bool = False,
     **cache_args: Any,
 ) -> tuple[Registry, Upstream, UpstreamCache]:
-    """A Registry of ``packages`` in proxy mode towards ``proxy_to``, as cli/serve wires it."""
+    """A Registry of ``packages`` in proxy mode towards ``proxy_to``, as cli/serve wires it.
+
+    Its archives go under ``cache_folder``, or ``scratch`` when the upstream cache is in memory only.
+    """
     paths = tuple(str(p) for p in packages)
     config = Config(package_paths=paths, cache_time=CacheTimes())
     collection = Collection(paths, LoadOptions(validate=True, require_signature=False))
     collection.load_all()
-    folder = cache_folder or Path(tempfile.mkdtemp(prefix="eprd-proxy-test-"))
+    folder = cache_folder or scratch
     registry = local_registry(collection, config, folder / "archives")
     client = upstream or Upstream(timeout=2, attempts=3, deadline=5, backoff=0.05, max_backoff=0.2)
     cache = UpstreamCache(client, str(cache_folder / "proxy") if cache_folder else None, **cache_args)
@@ -100,12 +104,13 @@ def proxy_registry(
 async def proxies() -> AsyncIterator[Callable[..., tuple[Registry, Upstream, UpstreamCache]]]:
     """A fixture: ``proxy_registry`` whose upstream clients are closed after the test."""
     made: list[Upstream] = []
+    with tempfile.TemporaryDirectory(prefix="eprd-proxy-test-") as scratch:
 
-    def make(*args: Any, **kwargs: Any) -> tuple[Registry, Upstream, UpstreamCache]:
-        out = proxy_registry(*args, **kwargs)
-        made.append(out[1])
-        return out
+        def make(*args: Any, **kwargs: Any) -> tuple[Registry, Upstream, UpstreamCache]:
+            out = proxy_registry(*args, scratch=Path(scratch) / str(len(made)), **kwargs)
+            made.append(out[1])
+            return out
 
-    yield make
-    for client in made:
-        await client.close()
+        yield make
+        for client in made:
+            await client.close()
